@@ -1,0 +1,98 @@
+"""SSH to the server with strict host-key checking, and run commands given as argument lists.
+
+Fabric 3 trusts any host key by default; we load known_hosts and reject unknown keys before
+connecting, so a changed or unknown key stops the deploy before anything is sent.
+Commands are built as lists and joined with ``shlex.join``: no setting or file name ever
+reaches the remote shell unquoted.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import IO, Sequence
+
+import paramiko
+from fabric import Config, Connection
+
+from .errors import ConnectionFailed, RemoteCommandFailed
+from .settings import DeploySettings
+
+
+def connect(settings: DeploySettings) -> Connection:
+    """Open an SSH connection that refuses any host key not in DEPLOY_KNOWN_HOSTS."""
+    if not settings.known_hosts.is_file():
+        raise ConnectionFailed(
+            f"DEPLOY_KNOWN_HOSTS={str(settings.known_hosts)!r} does not exist. Add the server's key first, "
+            f"checking its fingerprint: ssh-keyscan -p {settings.port} {settings.host} >> {settings.known_hosts}"
+        )
+    connect_kwargs = {"look_for_keys": settings.ssh_key is None, "allow_agent": settings.ssh_key is None}
+    if settings.ssh_key is not None:
+        connect_kwargs["key_filename"] = [str(settings.ssh_key)]
+    # in_stream=False: never read local stdin (CI has none, pytest captures it).
+    config = Config(overrides={"run": {"in_stream": False, "hide": True}, "load_ssh_configs": False})
+    conn = Connection(settings.host, user=settings.user, port=settings.port, config=config,
+                      connect_kwargs=connect_kwargs, connect_timeout=15)
+    conn.client.load_host_keys(str(settings.known_hosts))
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    where = f"{settings.user}@{settings.host}:{settings.port}"
+    try:
+        conn.open()
+    except paramiko.BadHostKeyException as exc:
+        raise ConnectionFailed(
+            f"the host key of {where} does not match DEPLOY_KNOWN_HOSTS ({settings.known_hosts}): "
+            "the server was reinstalled, or someone is in the middle. Nothing was changed on the server. "
+            "Check the new key's fingerprint out of band, then replace its line in known_hosts."
+        ) from exc
+    except paramiko.SSHException as exc:
+        if "not found in known_hosts" in str(exc):
+            raise ConnectionFailed(
+                f"{where} is not in DEPLOY_KNOWN_HOSTS ({settings.known_hosts}); unknown host keys are never accepted. "
+                f"Nothing was changed on the server. Add it after checking its fingerprint: "
+                f"ssh-keyscan -p {settings.port} {settings.host} >> {settings.known_hosts}"
+            ) from exc
+        raise ConnectionFailed(f"SSH to {where} failed: {exc}. Check DEPLOY_USER, DEPLOY_SSH_KEY and that the key is in the user's authorized_keys.") from exc
+    except OSError as exc:
+        raise ConnectionFailed(f"cannot reach {where}: {exc}. Check DEPLOY_HOST and DEPLOY_PORT and that sshd runs.") from exc
+    return conn
+
+
+def run(conn: Connection, argv: Sequence[str], *, stdin: IO[bytes] | None = None, what: str = "") -> str:
+    """Run one command (an argument list) on the server; return its stdout or raise with its stderr."""
+    return shell(conn, shlex.join(argv), stdin=stdin, what=what or argv[0])
+
+
+def shell(conn: Connection, script: str, *, stdin: IO[bytes] | None = None, what: str = "") -> str:
+    """Run a shell script built only from quoted parts; ``sh -c`` keeps it independent of the login shell."""
+    channel = conn.client.get_transport().open_session()
+    try:
+        channel.exec_command(shlex.join(["sh", "-c", script]))
+        if stdin is not None:
+            while chunk := stdin.read(1 << 20):
+                channel.sendall(chunk)
+        channel.shutdown_write()
+        out, err = _drain(channel)
+        status = channel.recv_exit_status()
+    finally:
+        channel.close()
+    if status != 0:
+        raise RemoteCommandFailed(f"{what or 'a command'} failed on the server (exit {status}): {err.strip() or out.strip()}")
+    return out
+
+
+def _drain(channel: paramiko.Channel) -> tuple[str, str]:
+    out, err = bytearray(), bytearray()
+    while True:
+        if channel.recv_ready():
+            out += channel.recv(1 << 16)
+        elif channel.recv_stderr_ready():
+            err += channel.recv_stderr(1 << 16)
+        elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        else:
+            channel.status_event.wait(0.01)
+    # Anything that arrived between the last check and the exit status.
+    while channel.recv_ready():
+        out += channel.recv(1 << 16)
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(1 << 16)
+    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")

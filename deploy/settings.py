@@ -1,0 +1,269 @@
+"""Deploy settings: one prefix (``DEPLOY_``), defaults in one place, validated loudly.
+
+The blog's own ``publishconf.py`` (or ``pelicanconf.py``) holds them, next to Pelican's
+settings. ``load_settings(path)`` reads that file the way Pelican does and returns a frozen
+``DeploySettings``; every bad value fails with the setting's name, the value and what is
+expected. Nothing here touches the network or the server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import SettingsError
+
+ACME_DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+# Every setting with its default. ``None`` means "derived" (see ``_derive``) or "not used".
+DEFAULTS: dict[str, Any] = {
+    "DEPLOY_HOST": None,  # required: the server's SSH host name or address
+    "DEPLOY_PORT": 22,
+    "DEPLOY_USER": None,  # required: the deploy user on the server
+    "DEPLOY_SSH_KEY": None,  # private key file; None: ssh-agent and ~/.ssh/id_*
+    "DEPLOY_KNOWN_HOSTS": "~/.ssh/known_hosts",
+    "DEPLOY_DOMAINS": None,  # default: [host of SITEURL]; the first is canonical
+    "DEPLOY_SITE_NAME": None,  # default: the canonical domain; names folders and files
+    "DEPLOY_OUTPUT_PATH": None,  # default: Pelican's OUTPUT_PATH
+    "DEPLOY_REMOTE_ROOT": None,  # default: /srv/www/<site name>
+    "DEPLOY_STATE_DIR": None,  # default: /var/lib/pelican-https/<site name>
+    "DEPLOY_KEEP_RELEASES": 5,
+    "DEPLOY_ACME_DIRECTORY": "letsencrypt",
+    "DEPLOY_ACME_EMAIL": None,
+    "DEPLOY_ACME_CA_BUNDLE": None,  # CA file to trust for a private ACME server (Pebble)
+    "DEPLOY_HTTP_PORT": 80,
+    "DEPLOY_HTTPS_PORT": 443,
+    "DEPLOY_NGINX": ["sudo", "-n", "/usr/sbin/nginx"],
+    "DEPLOY_HSTS_MAX_AGE": 63072000,  # two years
+    "DEPLOY_VERIFY_ADDRESS": None,  # default: resolve the domain like any visitor
+    "DEPLOY_VERIFY_CA": None,  # CA file to verify the served certificate; None: system store
+}
+
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_EMAIL = re.compile(r"^[^@\s;,<>\"']+@[^@\s;,<>\"']+\.[^@\s;,<>\"']+$")
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    host: str
+    port: int
+    user: str
+    ssh_key: Path | None
+    known_hosts: Path
+    domains: tuple[str, ...]
+    site_name: str
+    output_path: Path
+    remote_root: PurePosixPath
+    state_dir: PurePosixPath
+    keep_releases: int
+    acme_directory: str
+    acme_email: str | None
+    acme_ca_bundle: Path | None
+    http_port: int
+    https_port: int
+    nginx: tuple[str, ...]
+    hsts_max_age: int
+    verify_address: str | None
+    verify_ca: Path | None
+
+    @property
+    def canonical_domain(self) -> str:
+        return self.domains[0]
+
+    @property
+    def https_origin(self) -> str:
+        """The public https URL of the site, with the port only when it is not 443."""
+        port = "" if self.https_port == 443 else f":{self.https_port}"
+        return f"https://{self.canonical_domain}{port}"
+
+    # Server layout: every path the deploy touches, derived in one place.
+    @property
+    def releases_dir(self) -> PurePosixPath:
+        return self.remote_root / "releases"
+
+    @property
+    def current_link(self) -> PurePosixPath:
+        return self.remote_root / "current"
+
+    @property
+    def challenge_root(self) -> PurePosixPath:
+        """nginx's root for /.well-known/acme-challenge/ (outside every release)."""
+        return self.remote_root / "challenges"
+
+    @property
+    def challenge_dir(self) -> PurePosixPath:
+        return self.challenge_root / ".well-known" / "acme-challenge"
+
+    @property
+    def tls_dir(self) -> PurePosixPath:
+        return self.state_dir / "tls"
+
+    @property
+    def accounts_dir(self) -> PurePosixPath:
+        return self.state_dir / "accounts"
+
+    @property
+    def vhost_file(self) -> PurePosixPath:
+        """The vhost nginx includes (the one-time set-up links it into nginx's folder)."""
+        return self.state_dir / "nginx" / "vhost.conf"
+
+    @property
+    def lock_file(self) -> PurePosixPath:
+        return self.state_dir / "deploy.lock"
+
+
+def load_settings(path: str | os.PathLike) -> DeploySettings:
+    """Read a Pelican settings file and return validated deploy settings."""
+    from pelican.settings import read_settings
+
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"settings file {str(path)!r} does not exist; expected a Pelican settings file such as publishconf.py")
+    # publishconf.py usually does `from pelicanconf import *`: make its folder importable.
+    folder = str(path.resolve().parent)
+    if folder not in os.sys.path:
+        os.sys.path.insert(0, folder)
+    pelican_settings = read_settings(str(path))
+    return settings_from_mapping(pelican_settings, base=path.resolve().parent)
+
+
+def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> DeploySettings:
+    """Validate ``raw`` (Pelican settings plus DEPLOY_*) into DeploySettings. Pure."""
+    unknown = sorted(k for k in raw if k.startswith("DEPLOY_") and k not in DEFAULTS)
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]}; known DEPLOY_ settings are: {', '.join(sorted(DEFAULTS))}")
+    values = {k: raw.get(k, d) for k, d in DEFAULTS.items()}
+    base = base or Path.cwd()
+
+    host = _host("DEPLOY_HOST", values["DEPLOY_HOST"])
+    siteurl = raw.get("SITEURL") or ""
+    domains = values["DEPLOY_DOMAINS"]
+    if domains is None:
+        siteurl_host = urlsplit(siteurl).hostname if siteurl else None
+        if not siteurl_host:
+            raise SettingsError(f"DEPLOY_DOMAINS is not set and SITEURL={siteurl!r} names no host; set SITEURL = 'https://blog.example.com' or DEPLOY_DOMAINS = ['blog.example.com']")
+        domains = [siteurl_host]
+    if not isinstance(domains, (list, tuple)) or not domains:
+        raise SettingsError(f"DEPLOY_DOMAINS={domains!r}: expected a non-empty list of domain names, canonical first")
+    domains = tuple(validate_domain("DEPLOY_DOMAINS", d) for d in domains)
+    if len(set(domains)) != len(domains):
+        raise SettingsError(f"DEPLOY_DOMAINS={list(domains)!r}: a domain is listed twice")
+
+    site_name = values["DEPLOY_SITE_NAME"] or domains[0]
+    if not isinstance(site_name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", site_name):
+        raise SettingsError(f"DEPLOY_SITE_NAME={site_name!r}: expected letters, digits, '.', '_' or '-' (it names folders on the server)")
+
+    output = values["DEPLOY_OUTPUT_PATH"] or raw.get("OUTPUT_PATH") or "output"
+    output_path = Path(output) if Path(output).is_absolute() else base / output
+
+    acme_directory = values["DEPLOY_ACME_DIRECTORY"]
+    acme_directory = ACME_DIRECTORIES.get(acme_directory, acme_directory)
+    if not isinstance(acme_directory, str) or urlsplit(acme_directory).scheme != "https" or not urlsplit(acme_directory).hostname:
+        raise SettingsError(f"DEPLOY_ACME_DIRECTORY={values['DEPLOY_ACME_DIRECTORY']!r}: expected 'letsencrypt', 'letsencrypt-staging' or an https:// directory URL")
+
+    email = values["DEPLOY_ACME_EMAIL"]
+    if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
+        raise SettingsError(f"DEPLOY_ACME_EMAIL={email!r}: expected an e-mail address such as 'you@example.com', or None")
+
+    nginx = values["DEPLOY_NGINX"]
+    if isinstance(nginx, str) or not isinstance(nginx, (list, tuple)) or not nginx or not all(isinstance(a, str) and a and "\n" not in a for a in nginx):
+        raise SettingsError(f"DEPLOY_NGINX={nginx!r}: expected a list of command words such as ['sudo', '-n', '/usr/sbin/nginx']")
+
+    user = values["DEPLOY_USER"]
+    if not isinstance(user, str) or not _USER_NAME.match(user):
+        raise SettingsError(f"DEPLOY_USER={user!r}: expected a Unix user name such as 'deploy'")
+
+    verify_address = values["DEPLOY_VERIFY_ADDRESS"]
+    if verify_address is not None:
+        verify_address = _host("DEPLOY_VERIFY_ADDRESS", verify_address)
+
+    return DeploySettings(
+        host=host,
+        port=_port("DEPLOY_PORT", values["DEPLOY_PORT"]),
+        user=user,
+        ssh_key=_local_file("DEPLOY_SSH_KEY", values["DEPLOY_SSH_KEY"], base),
+        known_hosts=_local_path("DEPLOY_KNOWN_HOSTS", values["DEPLOY_KNOWN_HOSTS"], base),
+        domains=domains,
+        site_name=site_name,
+        output_path=output_path,
+        remote_root=_remote_path("DEPLOY_REMOTE_ROOT", values["DEPLOY_REMOTE_ROOT"] or f"/srv/www/{site_name}"),
+        state_dir=_remote_path("DEPLOY_STATE_DIR", values["DEPLOY_STATE_DIR"] or f"/var/lib/pelican-https/{site_name}"),
+        keep_releases=_int("DEPLOY_KEEP_RELEASES", values["DEPLOY_KEEP_RELEASES"], 1, 1000),
+        acme_directory=acme_directory,
+        acme_email=email,
+        acme_ca_bundle=_local_file("DEPLOY_ACME_CA_BUNDLE", values["DEPLOY_ACME_CA_BUNDLE"], base),
+        http_port=_port("DEPLOY_HTTP_PORT", values["DEPLOY_HTTP_PORT"]),
+        https_port=_port("DEPLOY_HTTPS_PORT", values["DEPLOY_HTTPS_PORT"]),
+        nginx=tuple(nginx),
+        hsts_max_age=_int("DEPLOY_HSTS_MAX_AGE", values["DEPLOY_HSTS_MAX_AGE"], 0, 10 * 365 * 86400),
+        verify_address=verify_address,
+        verify_ca=_local_file("DEPLOY_VERIFY_CA", values["DEPLOY_VERIFY_CA"], base),
+    )
+
+
+def validate_domain(name: str, value: Any) -> str:
+    """Return the IDNA (ASCII) form of a domain, or fail: it ends up in nginx configs and CSRs."""
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise SettingsError(f"{name}: {value!r} is not a domain name; expected e.g. 'blog.example.com'")
+    try:
+        ascii_name = value.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise SettingsError(f"{name}: {value!r} is not a valid domain name ({exc}); expected e.g. 'blog.example.com'") from exc
+    labels = ascii_name.split(".")
+    if len(labels) < 2 or len(ascii_name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise SettingsError(f"{name}: {value!r} is not a valid domain name; expected dot-separated labels of letters, digits and '-', e.g. 'blog.example.com' (no wildcards, spaces or punctuation)")
+    return ascii_name
+
+
+def _host(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            pass
+        if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value) and ".." not in value:
+            return value
+    raise SettingsError(f"{name}={value!r}: expected a host name or IP address such as 'blog.example.com' or '203.0.113.5'")
+
+
+def _port(name: str, value: Any) -> int:
+    return _int(name, value, 1, 65535)
+
+
+def _int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"{name}={value!r}: expected a whole number from {low} to {high}")
+    return value
+
+
+def _local_path(name: str, value: Any, base: Path) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise SettingsError(f"{name}={value!r}: expected a file path")
+    path = Path(os.path.expanduser(str(value)))
+    return path if path.is_absolute() else base / path
+
+
+def _local_file(name: str, value: Any, base: Path) -> Path | None:
+    if value is None:
+        return None
+    path = _local_path(name, value, base)
+    if not path.is_file():
+        raise SettingsError(f"{name}={str(value)!r}: no such file ({path})")
+    return path
+
+
+def _remote_path(name: str, value: Any) -> PurePosixPath:
+    # These paths reach shell commands (quoted) and the nginx config: allow only plain characters.
+    if not isinstance(value, str) or not _SAFE_PATH.match(value) or "/../" in value + "/" or value.rstrip("/") == "":
+        raise SettingsError(f"{name}={value!r}: expected an absolute path of letters, digits and . _ - / @ + (no spaces, quotes or '..')")
+    return PurePosixPath(value)
