@@ -37,7 +37,7 @@ from .errors import SandboxError
 from .server_setup import admin_script
 from .settings import settings_from_mapping
 
-SITE_DOMAINS = ("blog.test", "www.blog.test")
+SITE_NAME = "site"  # names the sandbox's folders; the blog's own domains come from its settings
 NGINX = "/usr/sbin/nginx"
 SSHD = "/usr/sbin/sshd"
 REQUIRED = {"pebble": "pebble", "pebble-challtestsrv": "pebble", NGINX: "nginx", SSHD: "openssh-server", "sudo": "sudo"}
@@ -46,7 +46,6 @@ REQUIRED = {"pebble": "pebble", "pebble-challtestsrv": "pebble", NGINX: "nginx",
 @dataclass
 class Sandbox:
     root: Path
-    domains: tuple[str, ...]
     ssh_host: str
     ssh_port: int
     ssh_user: str
@@ -66,20 +65,15 @@ class Sandbox:
     pebble_mgmt_url: str
     pids: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def siteurl(self) -> str:
-        return f"https://{self.domains[0]}:{self.https_port}"
-
     def deploy_settings(self) -> dict:
-        """The DEPLOY_* (and SITEURL) values that point a blog at this sandbox."""
+        """The DEPLOY_* values that point a blog at this sandbox (its domains stay the blog's own)."""
         return {
-            "SITEURL": self.siteurl,
+            "DEPLOY_SITE_NAME": SITE_NAME,
             "DEPLOY_HOST": self.ssh_host,
             "DEPLOY_PORT": self.ssh_port,
             "DEPLOY_USER": self.ssh_user,
             "DEPLOY_SSH_KEY": str(self.ssh_key),
             "DEPLOY_KNOWN_HOSTS": str(self.known_hosts),
-            "DEPLOY_DOMAINS": list(self.domains),
             "DEPLOY_REMOTE_ROOT": self.remote_root,
             "DEPLOY_STATE_DIR": self.state_dir,
             "DEPLOY_ACME_DIRECTORY": self.acme_directory,
@@ -87,6 +81,7 @@ class Sandbox:
             "DEPLOY_HTTP_PORT": self.http_port,
             "DEPLOY_HTTPS_PORT": self.https_port,
             "DEPLOY_NGINX": list(self.nginx_command),
+            "DEPLOY_LISTEN": ["127.0.0.1"],
             "DEPLOY_VERIFY_ADDRESS": "127.0.0.1",
             "DEPLOY_VERIFY_CA": str(self.served_root_ca),
         }
@@ -102,8 +97,24 @@ class Sandbox:
         self.served_root_ca.write_bytes(_get(self.pebble_mgmt_url + "/roots/0", self.acme_ca_bundle))
 
 
-def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_percent: int = 5,
-                  domains: tuple[str, ...] = SITE_DOMAINS) -> Sandbox:
+def rehearsal_settings(siteurl: str, sandbox_file: str | os.PathLike | None = None) -> dict:
+    """Settings that send a blog's deploy to a running sandbox instead of its real server.
+
+    The blog keeps its own domains (the sandbox's DNS answers every name with 127.0.0.1);
+    SITEURL gains the sandbox's https port. Used by example_site/sandboxconf.py.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    path = sandbox_file or os.environ.get("PELICAN_HTTPS_SANDBOX")
+    if not path:
+        raise SandboxError("PELICAN_HTTPS_SANDBOX is not set: start a sandbox first (python -m deploy.sandbox) and export it")
+    values = json.loads(Path(path).read_text())
+    parts = urlsplit(siteurl)
+    values["SITEURL"] = urlunsplit(("https", f"{parts.hostname}:{values['DEPLOY_HTTPS_PORT']}", parts.path, "", ""))
+    return values
+
+
+def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_percent: int = 5) -> Sandbox:
     """Start Pebble, pebble-challtestsrv, sshd and nginx; prepare the server like an admin would."""
     if os.geteuid() != 0:
         raise SandboxError("the sandbox must run as root: it creates a deploy user and runs sshd")
@@ -117,13 +128,13 @@ def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_perc
     ports = _free_ports(7)
     ssh_port, http_port, https_port, acme_port, mgmt_port, dns_port, cts_port = ports
     sb = Sandbox(
-        root=root, domains=tuple(domains), ssh_host="127.0.0.1", ssh_port=ssh_port, ssh_user=user,
+        root=root, ssh_host="127.0.0.1", ssh_port=ssh_port, ssh_user=user,
         ssh_key=root / "client" / "id_ed25519", known_hosts=root / "client" / "known_hosts",
         acme_directory=f"https://127.0.0.1:{acme_port}/dir", acme_ca_bundle=root / "pebble" / "api-ca.pem",
         served_root_ca=root / "pebble" / "issuing-root.pem", http_port=http_port, https_port=https_port,
         nginx_prefix=root / "nginx", nginx_include_dir=root / "nginx" / "conf" / "sites-enabled",
         nginx_command=("sudo", "-n", NGINX, "-p", str(root / "nginx"), "-c", "conf/nginx.conf"),
-        remote_root=str(root / "srv" / "www" / domains[0]), state_dir=str(root / "var" / "lib" / "pelican-https" / domains[0]),
+        remote_root=str(root / "srv" / "www" / SITE_NAME), state_dir=str(root / "var" / "lib" / "pelican-https" / SITE_NAME),
         challtestsrv_url=f"http://127.0.0.1:{cts_port}", pebble_mgmt_url=f"https://127.0.0.1:{mgmt_port}",
     )
     try:
@@ -251,7 +262,8 @@ http {{
 
 
 def _run_admin_setup(sb: Sandbox) -> None:
-    settings = settings_from_mapping(sb.deploy_settings() | {"OUTPUT_PATH": str(sb.root)}, base=sb.root)
+    # The set-up needs no domain; any placeholder satisfies the validation.
+    settings = settings_from_mapping(sb.deploy_settings() | {"SITEURL": "https://site.invalid"}, base=sb.root)
     script = admin_script(settings, nginx_include_dir=str(sb.nginx_include_dir))
     (sb.root / "admin-setup.sh").write_text(script)
     _check(["sh", str(sb.root / "admin-setup.sh")])

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "DEPLOY_HTTPS_PORT": 443,
     "DEPLOY_NGINX": ["sudo", "-n", "/usr/sbin/nginx"],
     "DEPLOY_HSTS_MAX_AGE": 63072000,  # two years
+    "DEPLOY_LISTEN": ["*", "[::]"],  # addresses nginx listens on: IPv4 and IPv6 by default
     "DEPLOY_VERIFY_ADDRESS": None,  # default: resolve the domain like any visitor
     "DEPLOY_VERIFY_CA": None,  # CA file to verify the served certificate; None: system store
 }
@@ -73,6 +74,7 @@ class DeploySettings:
     https_port: int
     nginx: tuple[str, ...]
     hsts_max_age: int
+    listen_addresses: tuple[str, ...]
     verify_address: str | None
     verify_ca: Path | None
 
@@ -206,6 +208,7 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
         https_port=_port("DEPLOY_HTTPS_PORT", values["DEPLOY_HTTPS_PORT"]),
         nginx=tuple(nginx),
         hsts_max_age=_int("DEPLOY_HSTS_MAX_AGE", values["DEPLOY_HSTS_MAX_AGE"], 0, 10 * 365 * 86400),
+        listen_addresses=_listen_addresses(values["DEPLOY_LISTEN"]),
         verify_address=verify_address,
         verify_ca=_local_file("DEPLOY_VERIFY_CA", values["DEPLOY_VERIFY_CA"], base),
     )
@@ -234,6 +237,25 @@ def _host(name: str, value: Any) -> str:
         if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value) and ".." not in value:
             return value
     raise SettingsError(f"{name}={value!r}: expected a host name or IP address such as 'blog.example.com' or '203.0.113.5'")
+
+
+def _listen_addresses(value: Any) -> tuple[str, ...]:
+    """'*', an IPv4 address or a bracketed IPv6 address: each becomes an nginx `listen` line."""
+    expected = "a non-empty list of '*', IPv4 addresses or bracketed IPv6 addresses such as ['*', '[::]']"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise SettingsError(f"DEPLOY_LISTEN={value!r}: expected {expected}")
+    for address in value:
+        try:
+            if isinstance(address, str) and (
+                address == "*"
+                or (address.startswith("[") and address.endswith("]") and ipaddress.IPv6Address(address[1:-1]))
+                or ipaddress.IPv4Address(address)
+            ):
+                continue
+        except ValueError:
+            pass
+        raise SettingsError(f"DEPLOY_LISTEN: {address!r} is not an address nginx can listen on; expected {expected}")
+    return tuple(value)
 
 
 def _port(name: str, value: Any) -> int:

@@ -1,0 +1,63 @@
+"""Fabric tasks: thin wrappers that read settings, call the library, and print a summary.
+
+A blog's ``fabfile.py`` imports them:  ``from deploy.tasks import deploy, renew, server_setup``.
+Errors of the project (DeployError) are caught only here: the message is printed and the
+task exits 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from . import pipeline
+from .errors import DeployError
+from .server_setup import admin_script
+from .settings import load_settings
+
+DEFAULT_SETTINGS = "publishconf.py"
+
+
+def _cli_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
+        try:
+            return func(*args, **kwargs)
+        except DeployError as exc:
+            raise Exit(f"error: {exc}", code=1) from exc
+    return wrapper
+
+
+@task(help={"settings": f"Pelican settings file with the DEPLOY_ settings (default {DEFAULT_SETTINGS})"})
+@_cli_errors
+def deploy(c, settings=DEFAULT_SETTINGS):
+    """Upload the built site as a new release, make sure the certificate is valid, install the vhost, go live."""
+    result = pipeline.deploy(load_settings(settings))
+    _summary(result)
+
+
+@task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})", "force": "issue a new certificate even if none is due"})
+@_cli_errors
+def renew(c, settings=DEFAULT_SETTINGS, force=False):
+    """The certificate stage alone (no upload): renew when due, or always with --force."""
+    result = pipeline.deploy(load_settings(settings), upload_site=False, force_renew=force)
+    _summary(result)
+
+
+@task(name="server-setup", help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})
+@_cli_errors
+def server_setup(c, settings=DEFAULT_SETTINGS):
+    """Print the one-time set-up script for the server's administrator (run it as root)."""
+    print(admin_script(load_settings(settings)))
+
+
+def _summary(result: pipeline.DeployResult) -> None:
+    release = f"release {result.release_id} is live; " if result.release_id else ""
+    print(f"{release}certificate {result.certificate_action} (serial {result.serial:x}, valid until "
+          f"{result.not_after:%Y-%m-%d %H:%M} UTC): {result.url}")

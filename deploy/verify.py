@@ -1,0 +1,85 @@
+"""The verify stage: look at the site from outside, the way a visitor does.
+
+http answers 301 to the https URL; https answers 200 with the expected certificate (verified
+against the system trust store, or DEPLOY_VERIFY_CA) and HSTS. nginx reloads asynchronously,
+so the checks poll for a few seconds before failing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from .errors import VerificationFailed
+from .settings import DeploySettings
+
+
+@dataclass(frozen=True)
+class HttpsAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    certificate: x509.Certificate
+
+
+def fetch_https(settings: DeploySettings, domain: str, path: str = "/") -> HttpsAnswer:
+    """GET https://domain/path from the server (DEPLOY_VERIFY_ADDRESS or DNS), verifying the certificate."""
+    context = ssl.create_default_context(cafile=str(settings.verify_ca) if settings.verify_ca else None)
+    address = settings.verify_address or domain
+    with socket.create_connection((address, settings.https_port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=domain) as tls:
+            der = tls.getpeercert(binary_form=True)
+            conn = http.client.HTTPConnection(domain, settings.https_port)
+            conn.sock = tls
+            conn.request("GET", path, headers={"Host": _host_header(domain, settings.https_port, 443)})
+            resp = conn.getresponse()
+            body = resp.read()
+    return HttpsAnswer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body, x509.load_der_x509_certificate(der))
+
+
+def fetch_http(settings: DeploySettings, domain: str, path: str = "/") -> tuple[int, str | None]:
+    address = settings.verify_address or domain
+    conn = http.client.HTTPConnection(address, settings.http_port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": _host_header(domain, settings.http_port, 80)})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("Location")
+    finally:
+        conn.close()
+
+
+def verify_site(settings: DeploySettings, expected_serial: int | None, timeout: float = 10.0) -> HttpsAnswer:
+    """Poll until the site answers as deployed; raise VerificationFailed with what was seen."""
+    deadline = time.monotonic() + timeout
+    domain = settings.canonical_domain
+    problem = ""
+    while True:
+        try:
+            status, location = fetch_http(settings, domain, "/")
+            want = settings.https_origin + "/"
+            if status != 301 or location != want:
+                problem = f"http://{domain}/ answered {status} {location or ''} instead of 301 to {want}"
+            else:
+                answer = fetch_https(settings, domain)
+                serial = answer.certificate.serial_number
+                if answer.status != 200:
+                    problem = f"{settings.https_origin}/ answered {answer.status} instead of 200"
+                elif expected_serial is not None and serial != expected_serial:
+                    problem = f"{settings.https_origin}/ still serves certificate serial {serial:x}, not {expected_serial:x}"
+                else:
+                    return answer
+        except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise VerificationFailed(f"the site does not answer as deployed: {problem}")
+        time.sleep(0.1)
+
+
+def _host_header(domain: str, port: int, default: int) -> str:
+    return domain if port == default else f"{domain}:{port}"
