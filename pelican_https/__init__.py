@@ -1,0 +1,55 @@
+"""pelican_https: upgrade the site's http:// URLs to https in Pelican's output.
+
+Enable with ``PLUGINS = ["pelican_https"]``.  It upgrades http URLs of the
+site's own host names (SITEURL's host plus HTTPS_HOSTS) and of listed
+https-capable external hosts wherever a browser or feed reader follows them:
+HTML link attributes (href, src, srcset, poster, action, meta og:/twitter:
+content, meta refresh, SVG href, ...), CSS url()/@import in style attributes,
+<style> blocks and .css files, JSON in <script>, Atom/RSS feeds (including
+the escaped HTML of entries) and sitemaps.  Prose, code samples, comments and
+identifiers (xmlns, itemtype, Atom ids) are left alone; no other byte changes.
+
+Settings (defaults in pelican_https/settings.py):
+
+HTTPS_HOSTS = []            Other host names of this site (www/apex twin, old
+                            host names).  SITEURL's host is always included.
+                            Matched exactly, in any case, with or without port.
+HTTPS_HOST_MAP = {}         {"old.example.com": "example.com"}: the old hosts'
+                            http URLs become https URLs on the new host.
+HTTPS_UPGRADE_HOSTS = []    External hosts known to serve https; "*.example.org"
+                            means every subdomain of example.org.
+HTTPS_REWRITE = True        False: audit only, report without changing a byte.
+HTTPS_REPORT_PATH = None    Path of a JSON report (relative to the directory
+                            pelican runs in), e.g. "https-report.json".
+HTTPS_STRICT = False        True: pelican exits non-zero while insecure
+                            subresources (mixed content) remain.
+HTTPS_FILE_EXTENSIONS = [".html", ".htm", ".xhtml", ".css", ".xml", ".atom",
+                         ".rss", ".json", ".webmanifest"]
+                            Output files scanned on disk at the end of the
+                            build (static files, theme CSS, other plugins').
+
+An explicit ":80" port is dropped when a URL is upgraded (it is http's
+default port and would be wrong for https); other ports are kept.
+"""
+
+from pelican import signals
+
+from . import plugin
+
+
+def register() -> None:
+    # Validate settings and reset per-build state once Pelican is configured.
+    signals.initialized.connect(plugin.on_initialized)
+    # Our Writer rewrites pages and feeds in memory before writing them: no
+    # second read-and-write pass over Pelican's output.
+    signals.get_writer.connect(plugin.provide_writer)
+    # Remembers every content object: the report names the source file an
+    # insecure URL came from (and the source of each static file).
+    signals.content_object_init.connect(plugin.on_content_object_init)
+    # Maps an output file to its article/page; rewrites on disk if another
+    # plugin's writer was used instead of ours.
+    signals.content_written.connect(plugin.on_content_written)
+    signals.feed_written.connect(plugin.on_feed_written)
+    # All output exists: rewrite copied static files and theme CSS, then report
+    # (raising here makes pelican exit non-zero in strict mode).
+    signals.finalized.connect(plugin.on_finalized)

@@ -1,0 +1,226 @@
+"""The thin Pelican adapter: signal receivers and file I/O.
+
+Pelican's pages and feeds are rewritten in memory, just before they are
+written, by ``RewritingWriter`` (offered through the ``get_writer`` signal).
+If another plugin supplies the writer, the ``content_written`` /
+``feed_written`` receivers rewrite those files on disk instead.  Files Pelican
+copies (static files, theme CSS) or other plugins write are rewritten on disk
+at ``finalized``, where the report is also produced.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tempfile
+
+from pelican.writers import Writer
+
+from . import settings as https_settings
+from .report import Collector, Report
+from .rewrite import Rules, rewrite, syntax_for
+
+logger = logging.getLogger(__name__)
+
+
+class InsecureOutputError(RuntimeError):
+    """HTTPS_STRICT is on and insecure subresources remain in the output."""
+
+
+class _Build:
+    """State of one ``pelican`` run (reset by ``initialized``)."""
+
+    def __init__(self, pelican):
+        self.settings = https_settings.load(pelican.settings)
+        self.rules = Rules.from_settings(self.settings)
+        self.siteurl = pelican.settings.get("SITEURL")
+        self.output_path = os.path.abspath(pelican.settings["OUTPUT_PATH"])
+        self.content_path = os.path.abspath(pelican.settings["PATH"])
+        self.collector = Collector()
+        self.handled: set[str] = set()          # absolute output paths done
+        self.content_of_output: dict[str, object] = {}  # output -> article/page
+        self.static_source: dict[str, str] = {}  # output (relative) -> source
+        self.contents: list[object] = []
+
+    def relative(self, path: str) -> str:
+        return os.path.relpath(path, self.output_path).replace(os.sep, "/")
+
+    def rewrite_text(self, path: str, text: str) -> str:
+        """Rewrite one output file's text; record its findings."""
+        path = os.path.abspath(path)
+        syntax = syntax_for(path)
+        if syntax is None or path in self.handled:
+            return text
+        self.handled.add(path)
+        result = rewrite(text, self.rules, syntax)
+        changed = result.text is not text and result.text != text
+        self.collector.add(self.relative(path), result, changed)
+        return result.text
+
+    def rewrite_file(self, path: str) -> None:
+        """Rewrite one file on disk; bytes that are not UTF-8 round-trip."""
+        with open(path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8", "surrogateescape")
+        new_text = self.rewrite_text(path, text)
+        if new_text is not text and new_text != text:
+            _replace_file(path, new_text.encode("utf-8", "surrogateescape"))
+
+    def source_of(self, output: str, url: str) -> str | None:
+        """The source content file a URL of an output file came from."""
+        if output in self.static_source:
+            return self.static_source[output]
+        own = self.content_of_output.get(os.path.join(self.output_path, output))
+        candidates = [own] if own is not None else []
+        candidates += self.contents
+        escaped = url.replace("&", "&amp;")
+        for content in candidates:
+            if _mentions(content, url) or _mentions(content, escaped):
+                return self._display(content.source_path)
+        return None
+
+    def _display(self, source_path: str) -> str:
+        path = os.path.relpath(os.path.abspath(source_path), self.content_path)
+        return path.replace(os.sep, "/")
+
+
+def _mentions(content, url: str) -> bool:
+    text = getattr(content, "_content", None)
+    if isinstance(text, str) and url in text:
+        return True
+    metadata = getattr(content, "metadata", {}) or {}
+    return any(isinstance(value, str) and url in value for value in metadata.values())
+
+
+def _replace_file(path: str, data: bytes) -> None:
+    """Write via a temporary file + rename: a hard or symbolic link that Pelican
+    made to a source file (STATIC_CREATE_LINKS) is replaced, never written
+    through, and a crash never leaves a half-written file."""
+    directory = os.path.dirname(path)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".https-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            shutil.copymode(path, temporary)
+        except OSError:
+            pass
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+_build: _Build | None = None
+
+
+class _RewriteOnClose(io.StringIO):
+    """What ``RewritingWriter`` hands to Pelican instead of the output file:
+    collects the text (a ``TextIOBase``, so feed XML arrives as str too) and
+    writes the rewritten text on close."""
+
+    def __init__(self, file, path: str):
+        super().__init__()
+        self._file = file
+        self._path = path
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        text = self.getvalue()
+        super().close()
+        with self._file:
+            build = _build
+            self._file.write(build.rewrite_text(self._path, text) if build else text)
+
+
+class RewritingWriter(Writer):
+    """Pelican's Writer, rewriting every page and feed in memory."""
+
+    def _open_w(self, filename, encoding, override=False):
+        file = super()._open_w(filename, encoding, override)
+        if filename == os.devnull or _build is None:
+            return file
+        return _RewriteOnClose(file, filename)
+
+
+# -- receivers (module level: Pelican's signals hold weak references) -------
+
+def on_initialized(pelican) -> None:
+    global _build
+    _build = None
+    _build = _Build(pelican)  # raises SettingsError: pelican exits 1
+    if _build.settings.site_scheme == "http":
+        logger.warning(
+            "https: SITEURL is %r, an http URL; set it to https://%s",
+            _build.siteurl, _build.settings.site_host,
+        )
+
+
+def provide_writer(pelican):
+    return RewritingWriter
+
+
+def on_content_object_init(content) -> None:
+    if _build is None:
+        return
+    _build.contents.append(content)
+    if type(content).__name__ == "Static" and getattr(content, "save_as", None):
+        _build.static_source[content.save_as.replace(os.sep, "/")] = _build._display(
+            content.source_path
+        )
+
+
+def on_content_written(path, context) -> None:
+    if _build is None:
+        return
+    content = context.get("article") or context.get("page")
+    if content is not None:
+        _build.content_of_output[os.path.abspath(path)] = content
+    if os.path.abspath(path) not in _build.handled:  # another plugin's writer
+        _build.rewrite_file(path)
+
+
+def on_feed_written(path, context, feed) -> None:
+    if _build is not None and os.path.abspath(path) not in _build.handled:
+        _build.rewrite_file(path)
+
+
+def on_finalized(pelican) -> None:
+    build = _build
+    if build is None:
+        return
+    extensions = build.settings.file_extensions
+    for directory, _, files in os.walk(build.output_path):
+        for name in files:
+            if name.lower().endswith(extensions):
+                path = os.path.join(directory, name)
+                if path not in build.handled and os.path.isfile(path):
+                    build.rewrite_file(path)
+    report = build.collector.report(
+        build.source_of, build.siteurl, build.settings.site_scheme == "http"
+    )
+    _emit(report)
+    if build.settings.report_path:
+        _write_report(build.settings.report_path, report)
+    if build.settings.strict and report.insecure_subresources:
+        raise InsecureOutputError(
+            f"HTTPS_STRICT: {report.insecure_subresources} insecure subresources "
+            "remain in the output (listed above)"
+        )
+
+
+def _emit(report: Report) -> None:
+    level = logging.WARNING if report.insecure_subresources else logging.INFO
+    for line in report.text_lines():
+        logger.log(level, "%s", line)
+
+
+def _write_report(path: str, report: Report) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(report.to_json())

@@ -1,0 +1,132 @@
+"""Aggregating findings over a build into the text and the JSON report.
+
+Pure: the plugin feeds it one ``RewriteResult`` per output file and a
+function telling which source content file a URL came from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urlsplit
+
+from .rewrite import DATA, SUBRESOURCE, Finding, RewriteResult
+
+# the three kinds of what remains insecure, in report order
+SUBRESOURCES = "subresources"          # browsers block or flag: mixed content
+OWN_DOMAIN_LINKS = "own_domain_links"  # http links to the site's own hosts
+OTHER_LINKS = "other_links"            # http links to other hosts
+KINDS = (SUBRESOURCES, OWN_DOMAIN_LINKS, OTHER_LINKS)
+
+SourceOf = Callable[[str, str], "str | None"]  # (output file, url) -> source
+
+
+def kind_of(finding: Finding) -> str:
+    if finding.kind == SUBRESOURCE:
+        return SUBRESOURCES
+    if finding.own:
+        return OWN_DOMAIN_LINKS
+    return OTHER_LINKS
+
+
+@dataclass(frozen=True)
+class Remaining:
+    output: str        # output file, relative to OUTPUT_PATH, "/"-separated
+    line: int
+    url: str
+    where: str
+    source: str | None  # source content file, None for theme/settings/static
+
+
+@dataclass
+class Collector:
+    """Findings of one build, file by file."""
+
+    files_scanned: int = 0
+    files_changed: int = 0
+    urls_upgraded: int = 0
+    _found: list[tuple[str, Finding]] = field(default_factory=list)
+
+    def add(self, output: str, result: RewriteResult, changed: bool) -> None:
+        self.files_scanned += 1
+        self.files_changed += changed
+        self.urls_upgraded += result.upgraded
+        self._found.extend((output, finding) for finding in result.insecure)
+
+    def report(self, source_of: SourceOf, siteurl: str | None = None,
+               siteurl_insecure: bool = False) -> "Report":
+        remaining: dict[str, list[Remaining]] = {kind: [] for kind in KINDS}
+        for output, finding in sorted(self._found, key=lambda f: (f[0], f[1].line)):
+            kind = kind_of(finding)
+            source = source_of(output, finding.url) if kind != OTHER_LINKS else None
+            remaining[kind].append(
+                Remaining(output, finding.line, finding.url, finding.where, source)
+            )
+        return Report(self.files_scanned, self.files_changed, self.urls_upgraded,
+                      remaining, siteurl, siteurl_insecure)
+
+
+@dataclass(frozen=True)
+class Report:
+    files_scanned: int
+    files_changed: int
+    urls_upgraded: int
+    remaining: dict[str, list[Remaining]]
+    siteurl: str | None = None
+    siteurl_insecure: bool = False
+
+    @property
+    def insecure_subresources(self) -> int:
+        return len(self.remaining[SUBRESOURCES])
+
+    def text_lines(self) -> list[str]:
+        """The report as printed at the end of the build, one line per item."""
+        subresources = self.remaining[SUBRESOURCES]
+        own_links = self.remaining[OWN_DOMAIN_LINKS]
+        other_links = self.remaining[OTHER_LINKS]
+        lines = [
+            f"https: scanned {self.files_scanned} files, upgraded "
+            f"{self.urls_upgraded} http URLs in {self.files_changed} files"
+        ]
+        if self.siteurl_insecure:
+            lines.append(f"https: SITEURL is {self.siteurl!r}: http, not https")
+        lines.append(
+            f"https: {len(subresources)} insecure subresources remain "
+            "(browsers block or flag them as mixed content)"
+        )
+        lines += [f"https:   {_item(item)}" for item in subresources]
+        lines.append(f"https: {len(own_links)} http links to own hosts remain")
+        lines += [f"https:   {_item(item)}" for item in own_links]
+        hosts = Counter(urlsplit(item.url).hostname or "?" for item in other_links)
+        summary = ", ".join(f"{host} {count}" for host, count in
+                            sorted(hosts.items(), key=lambda hc: (-hc[1], hc[0]))[:5])
+        lines.append(
+            f"https: {len(other_links)} http links to other hosts remain"
+            + (f" ({summary}{', ...' if len(hosts) > 5 else ''})" if other_links else "")
+        )
+        return lines
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "files_scanned": self.files_scanned,
+                "files_changed": self.files_changed,
+                "urls_upgraded": self.urls_upgraded,
+                "siteurl": self.siteurl,
+                "siteurl_insecure": self.siteurl_insecure,
+                "remaining": {kind: len(items) for kind, items in self.remaining.items()},
+                **{
+                    kind: [item.__dict__ for item in items]
+                    for kind, items in self.remaining.items()
+                },
+            },
+            indent=2,
+            ensure_ascii=False,
+        ) + "\n"
+
+
+def _item(item: Remaining) -> str:
+    source = f"from {item.source}" if item.source else "from the theme, settings or a static file"
+    return f"{item.output}:{item.line}: {item.where} {item.url} ({source})"

@@ -1,0 +1,409 @@
+"""The pure core: text + rules -> upgraded text + findings.  No I/O.
+
+How it stays byte-preserving and cheap: it never parses or re-serializes a
+document.  A regex finds every ``http:`` + ``//`` (or JSON-escaped ``\\/\\/``)
+in the text; only around such a candidate does it look at the surroundings
+(the nearest ``<`` before it, that one tag's attributes, a few characters of
+CSS) to decide whether the URL sits where a browser or feed reader follows
+it.  An upgrade inserts one ``s`` after ``http`` (``S`` after ``HTTP``), and
+with a host map replaces the host; an explicit ``:80`` port is dropped, as it
+is the http default and would be wrong for https.  Every other byte is
+copied, so rewriting twice equals rewriting once.
+
+Syntaxes: ``html`` (attributes, ``<style>``, JSON in ``<script>``), ``xml``
+(Atom/RSS feeds including the escaped HTML of content/summary/description,
+sitemaps), ``css`` and ``json``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+SUBRESOURCE = "subresource"  # fetched by the page itself: mixed content
+LINK = "link"                # followed on click / by a reader or crawler
+DATA = "data"                # a URL inside inline JSON; reported only when own
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Which hosts get upgraded, compiled from the settings."""
+
+    own_hosts: frozenset[str]
+    host_map: Mapping[str, str] = field(default_factory=dict)
+    upgrade_hosts: frozenset[str] = frozenset()
+    upgrade_suffixes: tuple[str, ...] = ()  # ".example.org" matches a.example.org
+    rewrite: bool = True  # False: only report
+
+    @classmethod
+    def from_settings(cls, s) -> "Rules":
+        return cls(
+            own_hosts=s.hosts,
+            host_map=dict(s.host_map),
+            upgrade_hosts=s.upgrade_hosts,
+            upgrade_suffixes=s.upgrade_suffixes,
+            rewrite=s.rewrite,
+        )
+
+    def is_own(self, host: str) -> bool:
+        return host in self.own_hosts
+
+    def upgradable(self, host: str) -> bool:
+        if not host:
+            return False
+        if host in self.own_hosts or host in self.upgrade_hosts:
+            return True
+        return any(host.endswith(suffix) for suffix in self.upgrade_suffixes)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An http URL that a browser or reader follows and that stays http."""
+
+    url: str
+    kind: str    # SUBRESOURCE, LINK or DATA
+    own: bool    # its host is one of the site's own hosts
+    where: str   # e.g. "img src", "css url()", "<loc>"
+    line: int    # 1-based line in the output file
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    text: str
+    upgraded: int
+    insecure: list[Finding]
+
+
+# -- the candidate scan -----------------------------------------------------
+
+_CANDIDATE = re.compile(r"[hH][tT][tT][pP]:(?://|\\/\\/)")
+# userinfo@ (rare), host, :port; stops at anything that ends a host
+_AUTHORITY = re.compile(
+    r"(?:[^\s/\\?#\"'<>()@&\[\]]*@)?([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*)?"
+)
+_URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
+
+
+def rewrite(text: str, rules: Rules, syntax: str) -> RewriteResult:
+    """Upgrade the followed http URLs of ``text`` (html, xml, css or json)."""
+    classify = _CLASSIFIERS[syntax]
+    pieces: list[str] = []
+    insecure: list[tuple[int, str, str, bool, str]] = []
+    copied_to = 0
+    upgraded = 0
+    doc = _Doc(text)
+    for match in _CANDIDATE.finditer(text):
+        start = match.start()
+        authority = _AUTHORITY.match(text, match.end())
+        host = authority.group(1).lower()
+        context = classify(doc, start, match.end() - start > 7)
+        if context is None:
+            continue  # prose, code sample, comment, identifier attribute...
+        kind, where = context
+        if rules.rewrite and rules.upgradable(host):
+            upgraded += 1
+            pieces.append(text[copied_to:start + 4])
+            pieces.append("S" if text[start + 3] == "P" else "s")
+            copied_to = start + 4
+            new_host = rules.host_map.get(host)
+            if new_host is not None:
+                pieces.append(text[copied_to:authority.start(1)])
+                pieces.append(new_host)
+                copied_to = authority.end(1)
+            if authority.group(2) == ":80":
+                pieces.append(text[copied_to:authority.start(2)])
+                copied_to = authority.end(2)
+        else:
+            own = rules.is_own(host)
+            if kind == DATA and not own:
+                continue
+            insecure.append((start, _url_at(text, start), kind, own, where))
+    if copied_to:
+        pieces.append(text[copied_to:])
+        text_out = "".join(pieces)
+    else:
+        text_out = text
+    return RewriteResult(text_out, upgraded, _with_lines(text, insecure))
+
+
+def _url_at(text: str, start: int) -> str:
+    url = _URL_TEXT.match(text, start).group().replace("\\/", "/")
+    for stop in ("&quot;", "&#39;", "&#34;", "&apos;", "&gt;", "&lt;"):
+        cut = url.find(stop)
+        if cut >= 0:
+            url = url[:cut]
+    return url.rstrip(",;")
+
+
+def _with_lines(text, found) -> list[Finding]:
+    findings = []
+    line, counted_to = 1, 0
+    for start, url, kind, own, where in found:  # in text order
+        line += text.count("\n", counted_to, start)
+        counted_to = start
+        findings.append(Finding(url, kind, own, where, line))
+    return findings
+
+
+class _Doc:
+    """The text being scanned, with facts computed once and only if needed."""
+
+    __slots__ = ("text", "_has_comments")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._has_comments = None
+
+    def in_comment(self, pos: int, lo: int = 0, opener="<!--", closer="-->") -> bool:
+        if self._has_comments is None:
+            self._has_comments = "<!--" in self.text or "&lt;!--" in self.text
+        if not self._has_comments:
+            return False
+        text = self.text
+        opened = text.rfind(opener, lo, pos)
+        return opened >= 0 and text.find(closer, opened + len(opener), pos) < 0
+
+
+# -- tags -------------------------------------------------------------------
+
+_TAG_NAME = re.compile(r"<([A-Za-z][^\s/>]*)")
+_ATTRIBUTE = re.compile(
+    r"""[\s/]*([^\s/>][^\s/>=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?"""
+)
+_TAG_END = re.compile(r"[\s/]*>")
+
+
+class _Tag:
+    __slots__ = ("name", "attributes", "end")
+
+    def __init__(self, name, attributes, end):
+        self.name = name              # lower case
+        self.attributes = attributes  # name -> (value_start, value_end); first wins
+        self.end = end                # index after ">", or None if unterminated
+
+    def value(self, text: str, name: str) -> str:
+        span = self.attributes.get(name)
+        return text[span[0]:span[1]].strip().lower() if span else ""
+
+
+def _parse_tag(text: str, start: int) -> _Tag | None:
+    opened = _TAG_NAME.match(text, start)
+    if opened is None:
+        return None
+    attributes: dict[str, tuple[int, int]] = {}
+    pos = opened.end()
+    while True:
+        closed = _TAG_END.match(text, pos)
+        if closed is not None:
+            return _Tag(opened.group(1).lower(), attributes, closed.end())
+        attribute = _ATTRIBUTE.match(text, pos)
+        if attribute is None or attribute.end() == pos:
+            return _Tag(opened.group(1).lower(), attributes, None)  # end of text
+        name = attribute.group(1).lower()
+        for group in (2, 3, 4):
+            if attribute.start(group) >= 0:
+                attributes.setdefault(name, attribute.span(group))
+                break
+        pos = attribute.end()
+
+
+def _tag_before(text: str, pos: int, lo: int) -> tuple[int, _Tag | None]:
+    """The start tag that ``pos`` is inside of or follows; (-1, None) if none.
+
+    A ``<`` that opens no start tag (``</p>``, ``<!``, ``a < b``) means text,
+    except a stray ``<`` inside an attribute value: then look one further back.
+    """
+    at = pos
+    for _ in range(3):
+        at = text.rfind("<", lo, at)
+        if at < 0:
+            return -1, None
+        tag = _parse_tag(text, at)
+        if tag is not None:
+            return at, tag
+        if text.startswith(("</", "<!", "<?"), at):
+            return at, None
+    return -1, None
+
+
+# -- what each attribute holds ----------------------------------------------
+
+_SUBRESOURCE_RELS = frozenset(
+    "stylesheet icon apple-touch-icon apple-touch-icon-precomposed mask-icon "
+    "preload modulepreload prefetch manifest".split()
+)
+_SVG_SUBRESOURCE_ELEMENTS = frozenset({"image", "use", "feimage", "script"})
+_SUBRESOURCE_ATTRIBUTES = frozenset({"src", "poster", "background", "formaction", "manifest"})
+_LINK_ATTRIBUTES = frozenset({"cite", "longdesc", "url"})  # url: RSS <enclosure>
+_REFRESH_URL = re.compile(r"(?i)url\s*=\s*['\"]?$")
+_QUOTES = ('"', "'", "&quot;", "&#34;", "&#39;", "&apos;", "&#x27;", "&#x22;")
+
+
+def _attribute_context(text: str, tag: _Tag, name: str, span, pos: int):
+    value_start, _ = span
+    at_start = not text[value_start:pos].strip()
+    element = tag.name
+    if name in ("href", "xlink:href"):
+        if not at_start:
+            return None
+        if element == "link":
+            rel = tag.value(text, "rel")
+            kind = SUBRESOURCE if _SUBRESOURCE_RELS.intersection(rel.split()) else LINK
+            return kind, f"link[rel={rel}] href" if rel else "link href"
+        if element == "base" or element in _SVG_SUBRESOURCE_ELEMENTS:
+            return SUBRESOURCE, f"{element} {name}"
+        return LINK, f"{element} {name}"
+    if name in _SUBRESOURCE_ATTRIBUTES:
+        return (SUBRESOURCE, f"{element} {name}") if at_start else None
+    if name in ("srcset", "imagesrcset"):
+        before = text[value_start:pos].rstrip()
+        if not before or before.endswith(","):
+            return SUBRESOURCE, f"{element} {name}"
+        return None
+    if name == "action":
+        return (SUBRESOURCE, "form action") if at_start and element == "form" else None
+    if name == "data":
+        return (SUBRESOURCE, "object data") if at_start and element == "object" else None
+    if name in _LINK_ATTRIBUTES:
+        return (LINK, f"{element} {name}") if at_start else None
+    if name == "content" and element == "meta":
+        meta = tag.value(text, "property") or tag.value(text, "name")
+        if at_start and meta.startswith(("og:", "twitter:")):
+            return LINK, f"meta {meta}"
+        if tag.value(text, "http-equiv") == "refresh" and _REFRESH_URL.search(text, value_start, pos):
+            return LINK, "meta refresh"
+        return None
+    if name == "style":
+        css = _css_context(text, pos, value_start)
+        return (SUBRESOURCE, f"style attribute {css}") if css else None
+    return None  # identifiers (xmlns, itemtype...), data-*, alt, title...
+
+
+# -- CSS ---------------------------------------------------------------------
+
+def _css_context(text: str, pos: int, lo: int) -> str | None:
+    """'url()' or '@import' if ``pos`` starts a URL there, else None."""
+    at = pos
+    quoted = False
+    for quote in _QUOTES:
+        if text.startswith(quote, at - len(quote)) and at - len(quote) >= lo:
+            at -= len(quote)
+            quoted = True
+            break
+    while at > lo and text[at - 1] in " \t\r\n\f":
+        at -= 1
+    if at - 4 >= lo and text[at - 4:at].lower() == "url(":
+        where = "url()"
+    elif quoted and at - 7 >= lo and text[at - 7:at].lower() == "@import":
+        where = "@import"
+    else:
+        return None
+    opened = text.rfind("/*", lo, pos)
+    if opened >= 0 and text.find("*/", opened + 2, pos) < 0:
+        return None  # in a CSS comment
+    return where
+
+
+# -- the syntaxes ------------------------------------------------------------
+
+def _classify_html(doc: _Doc, pos: int, escaped_slashes: bool, lo: int = 0):
+    text = doc.text
+    if doc.in_comment(pos, lo):
+        return None
+    at, tag = _tag_before(text, pos, lo)
+    if tag is not None and (tag.end is None or tag.end > pos):
+        for name, span in tag.attributes.items():
+            if span[0] <= pos < span[1]:
+                return _attribute_context(text, tag, name, span, pos)
+        return None  # inside a tag but not in a value (a stray "http:" name)
+    # text between tags
+    if escaped_slashes:  # http:\/\/ : JSON in a <script>, nowhere else
+        script = text.rfind("<script", lo, pos)
+        if script >= 0 and text.find("</script", script, pos) < 0 and text[pos - 1] == '"':
+            return DATA, "script json"
+        return None
+    if tag is None:
+        return None
+    if tag.name == "style":
+        css = _css_context(text, pos, tag.end)
+        return (SUBRESOURCE, f"style {css}") if css else None
+    if tag.name == "script" and "json" in tag.value(text, "type") and text[pos - 1] == '"':
+        return DATA, "script json"
+    return None  # prose, <pre>/<code>, <title>, <textarea>...
+
+
+# elements of feeds and sitemaps whose text is one URL
+_XML_URL_ELEMENTS = frozenset(
+    "link loc image:loc video:content_loc video:player_loc comments uri icon logo "
+    "url wfw:commentrss docs".split()
+)
+_XML_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#34;", '"'),
+                 ("&#39;", "'"), ("&apos;", "'"), ("&#x27;", "'"), ("&amp;", "&"))
+
+
+def _xml_unescape(text: str) -> str:
+    if "&" not in text:
+        return text
+    for entity, char in _XML_ENTITIES:
+        text = text.replace(entity, char)
+    return text
+
+
+def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
+    text = doc.text
+    if doc.in_comment(pos):
+        return None
+    at, tag = _tag_before(text, pos, 0)
+    if tag is None:
+        return None
+    if tag.end is None or tag.end > pos:
+        for name, span in tag.attributes.items():
+            if span[0] <= pos < span[1]:
+                return _attribute_context(text, tag, name, span, pos)
+        return None
+    if tag.name in _XML_URL_ELEMENTS:
+        return (LINK, f"<{tag.name}>") if not text[tag.end:pos].strip() else None
+    # escaped HTML (Atom content/summary, RSS description): look at the
+    # escaped tag around the URL, unescaped, as HTML
+    opened = text.rfind("&lt;", tag.end, pos)
+    if opened < 0 or doc.in_comment(pos, tag.end, "&lt;!--", "--&gt;"):
+        return None
+    end = text.find("<", pos)
+    end = min(len(text) if end < 0 else end, pos + 8192)
+    snippet = _Doc(_xml_unescape(text[opened:end]))
+    context = _classify_html(snippet, len(_xml_unescape(text[opened:pos])), escaped_slashes)
+    if context is None:
+        return None
+    kind, where = context
+    return kind, f"escaped {where}"
+
+
+def _classify_css(doc: _Doc, pos: int, escaped_slashes: bool):
+    css = _css_context(doc.text, pos, 0)
+    return (SUBRESOURCE, f"css {css}") if css else None
+
+
+def _classify_json(doc: _Doc, pos: int, escaped_slashes: bool):
+    return (DATA, "json") if pos and doc.text[pos - 1] == '"' else None
+
+
+_CLASSIFIERS = {
+    "html": _classify_html,
+    "xml": _classify_xml,
+    "css": _classify_css,
+    "json": _classify_json,
+}
+
+SYNTAX_BY_EXTENSION = {
+    ".html": "html", ".htm": "html", ".xhtml": "html", ".shtml": "html",
+    ".xml": "xml", ".atom": "xml", ".rss": "xml", ".xsl": "xml", ".svg": "xml",
+    ".css": "css",
+    ".json": "json", ".webmanifest": "json", ".jsonld": "json",
+}
+
+
+def syntax_for(path: str) -> str | None:
+    """The syntax of an output file by its name, None for files not scanned."""
+    dot = path.rfind(".")
+    return SYNTAX_BY_EXTENSION.get(path[dot:].lower()) if dot >= 0 else None

@@ -1,0 +1,162 @@
+"""Settings of the https rewriter: one prefix, defaults in one place, validation.
+
+Every setting starts with ``HTTPS_``.  ``DEFAULTS`` is the single source of the
+default values; ``load(settings)`` validates the user's values and returns an
+immutable ``HttpsSettings``.  Each error names the setting, shows the bad value
+and says what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+PREFIX = "HTTPS_"
+
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        # Extra host names of this site besides SITEURL's host (www/apex twin,
+        # host names the blog used before).  Matched exactly, any case/port.
+        "HTTPS_HOSTS": (),
+        # Old host -> canonical host.  Keys count as own hosts; their http
+        # URLs become https URLs on the mapped host.
+        "HTTPS_HOST_MAP": {},
+        # External hosts known to serve https ("cdn.example.org", or
+        # "*.example.org" for every subdomain of example.org, not the apex).
+        "HTTPS_UPGRADE_HOSTS": (),
+        # False: audit only -- scan and report, change no byte.
+        "HTTPS_REWRITE": True,
+        # Where to write the JSON report (relative to the directory pelican
+        # runs in); None writes none.
+        "HTTPS_REPORT_PATH": None,
+        # True: the build fails (pelican exits non-zero) while insecure
+        # subresources remain in the output.
+        "HTTPS_STRICT": False,
+        # Files in the output scanned at the end of the build (static files,
+        # theme CSS, files written by other plugins).  Pelican's own pages and
+        # feeds are rewritten in memory before they are written.
+        "HTTPS_FILE_EXTENSIONS": (
+            ".html", ".htm", ".xhtml", ".css", ".xml", ".atom", ".rss",
+            ".json", ".webmanifest",
+        ),
+    }
+)
+
+
+class SettingsError(ValueError):
+    """A ``HTTPS_*`` setting has a value the plugin cannot use."""
+
+
+@dataclass(frozen=True)
+class HttpsSettings:
+    site_host: str | None          # SITEURL's host, None for a relative SITEURL
+    site_scheme: str | None        # "http" / "https" / None
+    hosts: frozenset[str]          # every own host, lower case
+    host_map: Mapping[str, str]
+    upgrade_hosts: frozenset[str]  # exact external hosts
+    upgrade_suffixes: tuple[str, ...]  # ".example.org" from "*.example.org"
+    rewrite: bool
+    report_path: str | None
+    strict: bool
+    file_extensions: tuple[str, ...]
+
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_HOST_HINT = "a bare host name such as 'www.example.com' (no scheme, port or path)"
+
+
+def _error(name: str, value: Any, expected: str) -> SettingsError:
+    return SettingsError(f"{name} = {value!r} is invalid: expected {expected}")
+
+
+def _host(name: str, value: Any, shown: Any = None, wildcard: bool = False) -> str:
+    shown = value if shown is None else shown
+    if not isinstance(value, str):
+        raise _error(name, shown, _HOST_HINT)
+    host = value.strip().lower()
+    candidate = host[2:] if wildcard and host.startswith("*.") else host
+    if not _HOST_RE.fullmatch(candidate):
+        hint = _HOST_HINT
+        if wildcard:
+            hint += " or '*.example.org' for every subdomain"
+        raise _error(name, shown, hint)
+    return host
+
+
+def _host_list(name: str, value: Any, wildcard: bool = False) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise _error(name, value, f"a list of host names, e.g. ['www.example.com']")
+    return [_host(name, item, value, wildcard) for item in value]
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _error(name, value, "True or False")
+    return value
+
+
+def site_host_of(siteurl: Any) -> tuple[str | None, str | None]:
+    """(scheme, host) of SITEURL; (None, None) when it is relative or empty."""
+    if not isinstance(siteurl, str) or "://" not in siteurl:
+        return None, None
+    parts = urlsplit(siteurl.strip())
+    return parts.scheme.lower() or None, (parts.hostname or None)
+
+
+def load(settings: Mapping[str, Any]) -> HttpsSettings:
+    """Validate the ``HTTPS_*`` values of Pelican's settings dict."""
+    unknown = sorted(
+        key for key in settings if key.startswith(PREFIX) and key not in DEFAULTS
+    )
+    if unknown:
+        raise SettingsError(
+            f"{unknown[0]} is not a setting of pelican_https; "
+            f"expected one of {', '.join(sorted(DEFAULTS))}"
+        )
+    value = {key: settings.get(key, default) for key, default in DEFAULTS.items()}
+
+    hosts = set(_host_list("HTTPS_HOSTS", value["HTTPS_HOSTS"]))
+
+    raw_map = value["HTTPS_HOST_MAP"]
+    if not isinstance(raw_map, Mapping):
+        raise _error(
+            "HTTPS_HOST_MAP", raw_map,
+            "a dict of old host -> canonical host, e.g. {'old.example.com': 'example.com'}",
+        )
+    host_map = {
+        _host("HTTPS_HOST_MAP", old, raw_map): _host("HTTPS_HOST_MAP", new, raw_map)
+        for old, new in raw_map.items()
+    }
+
+    upgrade = _host_list("HTTPS_UPGRADE_HOSTS", value["HTTPS_UPGRADE_HOSTS"], wildcard=True)
+
+    report_path = value["HTTPS_REPORT_PATH"]
+    if report_path is not None and (not isinstance(report_path, str) or not report_path.strip()):
+        raise _error("HTTPS_REPORT_PATH", report_path, "None or a file path such as 'https-report.json'")
+
+    extensions = value["HTTPS_FILE_EXTENSIONS"]
+    if isinstance(extensions, str) or not isinstance(extensions, (list, tuple, set, frozenset)) or not all(
+        isinstance(ext, str) and ext.startswith(".") and len(ext) > 1 for ext in extensions
+    ):
+        raise _error("HTTPS_FILE_EXTENSIONS", extensions, "a list of file name endings such as ['.html', '.css']")
+
+    scheme, site_host = site_host_of(settings.get("SITEURL"))
+    if site_host:
+        hosts.add(site_host)
+    hosts.update(host_map)
+    return HttpsSettings(
+        site_host=site_host,
+        site_scheme=scheme,
+        hosts=frozenset(hosts),
+        host_map=MappingProxyType(host_map),
+        upgrade_hosts=frozenset(h for h in upgrade if not h.startswith("*.")),
+        upgrade_suffixes=tuple(h[1:] for h in upgrade if h.startswith("*.")),
+        rewrite=_bool("HTTPS_REWRITE", value["HTTPS_REWRITE"]),
+        report_path=report_path,
+        strict=_bool("HTTPS_STRICT", value["HTTPS_STRICT"]),
+        file_extensions=tuple(ext.lower() for ext in extensions),
+    )
