@@ -59,23 +59,21 @@ class Sandbox:
     nginx_prefix: Path
     nginx_include_dir: Path
     nginx_command: tuple[str, ...]
-    remote_root: str
-    state_dir: str
     challtestsrv_url: str
     pebble_mgmt_url: str
     pids: dict[str, int] = field(default_factory=dict)
 
-    def deploy_settings(self) -> dict:
+    def deploy_settings(self, site: str = SITE_NAME) -> dict:
         """The DEPLOY_* values that point a blog at this sandbox (its domains stay the blog's own)."""
         return {
-            "DEPLOY_SITE_NAME": SITE_NAME,
+            "DEPLOY_SITE_NAME": site,
             "DEPLOY_HOST": self.ssh_host,
             "DEPLOY_PORT": self.ssh_port,
             "DEPLOY_USER": self.ssh_user,
             "DEPLOY_SSH_KEY": str(self.ssh_key),
             "DEPLOY_KNOWN_HOSTS": str(self.known_hosts),
-            "DEPLOY_REMOTE_ROOT": self.remote_root,
-            "DEPLOY_STATE_DIR": self.state_dir,
+            "DEPLOY_REMOTE_ROOT": str(self.root / "srv" / "www" / site),
+            "DEPLOY_STATE_DIR": str(self.root / "var" / "lib" / "pelican-https" / site),
             "DEPLOY_ACME_DIRECTORY": self.acme_directory,
             "DEPLOY_ACME_CA_BUNDLE": str(self.acme_ca_bundle),
             "DEPLOY_HTTP_PORT": self.http_port,
@@ -91,6 +89,19 @@ class Sandbox:
         path = self.root / "sandbox.json"
         path.write_text(json.dumps(self.deploy_settings(), indent=2))
         return path
+
+    def add_site(self, site: str) -> dict:
+        """Prepare another site on this server (as its administrator would) and return its settings.
+
+        Several sites share one nginx, like on a real server; each has its own folders and vhost.
+        """
+        values = self.deploy_settings(site)
+        # The set-up needs no domain; any placeholder satisfies the validation.
+        settings = settings_from_mapping(values | {"SITEURL": "https://site.invalid"}, base=self.root)
+        script = self.root / f"admin-setup-{site}.sh"
+        script.write_text(admin_script(settings, nginx_include_dir=str(self.nginx_include_dir)))
+        _check(["sh", str(script)])
+        return values
 
     def refresh_served_root(self) -> None:
         """Pebble makes a new root at every start: fetch the current one."""
@@ -134,7 +145,7 @@ def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_perc
         served_root_ca=root / "pebble" / "issuing-root.pem", http_port=http_port, https_port=https_port,
         nginx_prefix=root / "nginx", nginx_include_dir=root / "nginx" / "conf" / "sites-enabled",
         nginx_command=("sudo", "-n", NGINX, "-p", str(root / "nginx"), "-c", "conf/nginx.conf"),
-        remote_root=str(root / "srv" / "www" / SITE_NAME), state_dir=str(root / "var" / "lib" / "pelican-https" / SITE_NAME),
+       
         challtestsrv_url=f"http://127.0.0.1:{cts_port}", pebble_mgmt_url=f"https://127.0.0.1:{mgmt_port}",
     )
     try:
@@ -143,7 +154,7 @@ def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_perc
         _start_sshd(sb)
         _start_nginx(sb)
         sb.refresh_served_root()
-        _run_admin_setup(sb)
+        sb.add_site(SITE_NAME)
         sb.write_settings_file()
     except BaseException:
         stop_sandbox(sb)
@@ -259,14 +270,6 @@ http {{
     _check([NGINX, "-p", str(p), "-c", "conf/nginx.conf"])
     _wait_for(lambda: (p / "logs" / "nginx.pid").read_text().strip() or None, "nginx", p / "logs" / "error.log")
     sb.pids["nginx"] = int((p / "logs" / "nginx.pid").read_text())
-
-
-def _run_admin_setup(sb: Sandbox) -> None:
-    # The set-up needs no domain; any placeholder satisfies the validation.
-    settings = settings_from_mapping(sb.deploy_settings() | {"SITEURL": "https://site.invalid"}, base=sb.root)
-    script = admin_script(settings, nginx_include_dir=str(sb.nginx_include_dir))
-    (sb.root / "admin-setup.sh").write_text(script)
-    _check(["sh", str(sb.root / "admin-setup.sh")])
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def sudoers_rule(settings: DeploySettings) -> str:
 
 def sudoers_file(settings: DeploySettings) -> str:
     # sudo skips files in sudoers.d whose names contain a dot.
-    return "/etc/sudoers.d/pelican-https-" + settings.site_name.replace(".", "_")
+    return "/etc/sudoers.d/" + f"pelican-https-{settings.user}-{settings.site_name}".replace(".", "_")
 
 
 def admin_script(settings: DeploySettings, nginx_include_dir: str | None = None) -> str:

@@ -1,0 +1,84 @@
+"""Shared fixtures: the real sandbox (Pebble, sshd, nginx) and copies of example_site.
+
+The sandbox fixture never skips: if it cannot start, every test that needs it errors with
+the reason (missing package, port, permission).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy.sandbox import Sandbox, start_sandbox, stop_sandbox
+from deploy.settings import DeploySettings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_SITE = ROOT / "example_site"
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    sb = start_sandbox()
+    yield sb
+    stop_sandbox(sb)
+
+
+class Blog:
+    """A copy of example_site pointed at one site of the sandbox, with helpers to build and deploy it."""
+
+    def __init__(self, path: Path, sandbox: Sandbox, site: str):
+        self.path = path
+        self.sandbox = sandbox
+        self.target = path / "sandbox-target.json"
+        self.target.write_text(json.dumps(sandbox.add_site(site)))
+        self.env = dict(os.environ, PELICAN_HTTPS_SANDBOX=str(self.target))
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(list(argv), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def build(self) -> None:
+        self.run(sys.executable, "-m", "pelican", "content", "-s", "sandboxconf.py")
+
+    def fab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        fab = Path(sys.executable).with_name("fab")
+        return self.run(str(fab), *args, "--settings", "sandboxconf.py", check=check)
+
+    def settings(self) -> DeploySettings:
+        old = os.environ.get("PELICAN_HTTPS_SANDBOX")
+        os.environ["PELICAN_HTTPS_SANDBOX"] = str(self.target)
+        cwd = os.getcwd()
+        try:
+            os.chdir(self.path)
+            # Each copy has its own publishconf/pelicanconf: do not reuse another copy's modules.
+            for name in ("sandboxconf", "publishconf", "pelicanconf"):
+                sys.modules.pop(name, None)
+            return load_settings(self.path / "sandboxconf.py")
+        finally:
+            os.chdir(cwd)
+            for name in ("sandboxconf", "publishconf", "pelicanconf"):
+                sys.modules.pop(name, None)
+            if str(self.path) in sys.path:
+                sys.path.remove(str(self.path))
+            if old is None:
+                os.environ.pop("PELICAN_HTTPS_SANDBOX", None)
+            else:
+                os.environ["PELICAN_HTTPS_SANDBOX"] = old
+
+
+@pytest.fixture
+def make_blog(tmp_path, sandbox):
+    """make_blog(site) -> a fresh copy of example_site deploying to its own site on the sandbox."""
+    def make(site: str) -> Blog:
+        path = tmp_path / site
+        shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
+        return Blog(path, sandbox, site)
+    return make
