@@ -15,6 +15,8 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+from functools import wraps
 
 from pelican.writers import Writer
 
@@ -43,6 +45,8 @@ class _Build:
         self.content_of_output: dict[str, object] = {}  # output -> article/page
         self.static_source: dict[str, str] = {}  # output (relative) -> source
         self.contents: list[object] = []
+        self.seconds = 0.0  # time spent in this plugin, for the report
+        self.verdicts: dict = {}  # rewrite()'s memo, shared by all files
 
     def relative(self, path: str) -> str:
         return os.path.relpath(path, self.output_path).replace(os.sep, "/")
@@ -54,7 +58,7 @@ class _Build:
         if syntax is None or path in self.handled:
             return text
         self.handled.add(path)
-        result = rewrite(text, self.rules, syntax)
+        result = rewrite(text, self.rules, syntax, self.verdicts)
         changed = result.text is not text and result.text != text
         self.collector.add(self.relative(path), result, changed)
         return result.text
@@ -134,7 +138,11 @@ class _RewriteOnClose(io.StringIO):
         super().close()
         with self._file:
             build = _build
-            self._file.write(build.rewrite_text(self._path, text) if build else text)
+            if build is not None:
+                started = time.perf_counter()
+                text = build.rewrite_text(self._path, text)
+                build.seconds += time.perf_counter() - started
+            self._file.write(text)
 
 
 class RewritingWriter(Writer):
@@ -148,6 +156,19 @@ class RewritingWriter(Writer):
 
 
 # -- receivers (module level: Pelican's signals hold weak references) -------
+
+def _timed(receiver):
+    """Add the receiver's run time to the build's own-time counter."""
+    @wraps(receiver)
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return receiver(*args, **kwargs)
+        finally:
+            if _build is not None:
+                _build.seconds += time.perf_counter() - started
+    return timed
+
 
 def on_initialized(pelican) -> None:
     global _build
@@ -164,6 +185,7 @@ def provide_writer(pelican):
     return RewritingWriter
 
 
+@_timed
 def on_content_object_init(content) -> None:
     if _build is None:
         return
@@ -174,6 +196,7 @@ def on_content_object_init(content) -> None:
         )
 
 
+@_timed
 def on_content_written(path, context) -> None:
     if _build is None:
         return
@@ -184,6 +207,7 @@ def on_content_written(path, context) -> None:
         _build.rewrite_file(path)
 
 
+@_timed
 def on_feed_written(path, context, feed) -> None:
     if _build is not None and os.path.abspath(path) not in _build.handled:
         _build.rewrite_file(path)
@@ -193,6 +217,7 @@ def on_finalized(pelican) -> None:
     build = _build
     if build is None:
         return
+    started = time.perf_counter()
     extensions = build.settings.file_extensions
     for directory, _, files in os.walk(build.output_path):
         for name in files:
@@ -201,7 +226,8 @@ def on_finalized(pelican) -> None:
                 if path not in build.handled and os.path.isfile(path):
                     build.rewrite_file(path)
     report = build.collector.report(
-        build.source_of, build.siteurl, build.settings.site_scheme == "http"
+        build.source_of, build.siteurl, build.settings.site_scheme == "http",
+        seconds=build.seconds + time.perf_counter() - started,
     )
     _emit(report)
     if build.settings.report_path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
 
-from .rewrite import DATA, SUBRESOURCE, Finding, RewriteResult
+from .rewrite import SUBRESOURCE, Finding, RewriteResult
 
 # the three kinds of what remains insecure, in report order
 SUBRESOURCES = "subresources"          # browsers block or flag: mixed content
@@ -56,7 +56,7 @@ class Collector:
         self._found.extend((output, finding) for finding in result.insecure)
 
     def report(self, source_of: SourceOf, siteurl: str | None = None,
-               siteurl_insecure: bool = False) -> "Report":
+               siteurl_insecure: bool = False, seconds: float = 0.0) -> "Report":
         remaining: dict[str, list[Remaining]] = {kind: [] for kind in KINDS}
         for output, finding in sorted(self._found, key=lambda f: (f[0], f[1].line)):
             kind = kind_of(finding)
@@ -65,7 +65,7 @@ class Collector:
                 Remaining(output, finding.line, finding.url, finding.where, source)
             )
         return Report(self.files_scanned, self.files_changed, self.urls_upgraded,
-                      remaining, siteurl, siteurl_insecure)
+                      remaining, siteurl, siteurl_insecure, seconds)
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class Report:
     remaining: dict[str, list[Remaining]]
     siteurl: str | None = None
     siteurl_insecure: bool = False
+    seconds: float = 0.0  # the plugin's own time in the build
 
     @property
     def insecure_subresources(self) -> int:
@@ -116,6 +117,7 @@ class Report:
                 "urls_upgraded": self.urls_upgraded,
                 "siteurl": self.siteurl,
                 "siteurl_insecure": self.siteurl_insecure,
+                "seconds": round(self.seconds, 4),
                 "remaining": {kind: len(items) for kind, items in self.remaining.items()},
                 **{
                     kind: [item.__dict__ for item in items]

@@ -77,7 +77,9 @@ class RewriteResult:
 
 # -- the candidate scan -----------------------------------------------------
 
-_CANDIDATE = re.compile(r"[hH][tT][tT][pP]:(?://|\\/\\/)")
+# "://" (or JSON's ":\/\/") is a plain literal search, several times faster
+# than a case-insensitive "http:" pattern; "http" before it is checked after.
+_SEPARATOR = re.compile(r":(?://|\\/\\/)")
 # userinfo@ (rare), host, :port; stops at anything that ends a host
 _AUTHORITY = re.compile(
     r"(?:[^\s/\\?#\"'<>()@&\[\]]*@)?([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*)?"
@@ -85,22 +87,28 @@ _AUTHORITY = re.compile(
 _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 
 
-def rewrite(text: str, rules: Rules, syntax: str) -> RewriteResult:
-    """Upgrade the followed http URLs of ``text`` (html, xml, css or json)."""
+def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> RewriteResult:
+    """Upgrade the followed http URLs of ``text`` (html, xml, css or json).
+
+    ``cache`` (optional, any dict, shared across the files of a build) memoizes
+    the verdict on a tag: an article's tags recur in its page, the index and
+    every feed, and the verdict depends only on the tag's own text.
+    """
     classify = _CLASSIFIERS[syntax]
     pieces: list[str] = []
     insecure: list[tuple[int, str, str, bool, str]] = []
     copied_to = 0
     upgraded = 0
-    doc = _Doc(text)
-    for match in _CANDIDATE.finditer(text):
-        start = match.start()
-        authority = _AUTHORITY.match(text, match.end())
-        host = authority.group(1).lower()
-        context = classify(doc, start, match.end() - start > 7)
+    doc = _Doc(text, {} if cache is None else cache)
+    for match in _SEPARATOR.finditer(text):
+        start = match.start() - 4
+        if start < 0 or text[start:start + 4].lower() != "http":
+            continue  # https://, ftp://, ...
+        context = classify(doc, start, match.end() - match.start() > 3)
         if context is None:
             continue  # prose, code sample, comment, identifier attribute...
-        kind, where = context
+        authority = _AUTHORITY.match(text, match.end())
+        host = authority.group(1).lower()
         if rules.rewrite and rules.upgradable(host):
             upgraded += 1
             pieces.append(text[copied_to:start + 4])
@@ -115,6 +123,7 @@ def rewrite(text: str, rules: Rules, syntax: str) -> RewriteResult:
                 pieces.append(text[copied_to:authority.start(2)])
                 copied_to = authority.end(2)
         else:
+            kind, where = context
             own = rules.is_own(host)
             if kind == DATA and not own:
                 continue
@@ -149,10 +158,11 @@ def _with_lines(text, found) -> list[Finding]:
 class _Doc:
     """The text being scanned, with facts computed once and only if needed."""
 
-    __slots__ = ("text", "_has_comments")
+    __slots__ = ("text", "cache", "_has_comments")
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, cache: dict):
         self.text = text
+        self.cache = cache
         self._has_comments = None
 
     def in_comment(self, pos: int, lo: int = 0, opener="<!--", closer="-->") -> bool:
@@ -307,11 +317,37 @@ def _css_context(text: str, pos: int, lo: int) -> str | None:
 
 # -- the syntaxes ------------------------------------------------------------
 
+_MISS = object()
+_CACHE_LIMIT = 200_000
+
+
 def _classify_html(doc: _Doc, pos: int, escaped_slashes: bool, lo: int = 0):
     text = doc.text
     if doc.in_comment(pos, lo):
         return None
+    # The verdict is a function of the text from the nearest "<" to the first
+    # ">" after the URL when that ">" ends the tag: memoize it by that text.
+    key = None
+    nearest = text.rfind("<", lo, pos)
+    if nearest >= 0 and not escaped_slashes:
+        closing = text.find(">", pos)
+        if closing >= 0 and closing - nearest < 2048:
+            key = (text[nearest:closing + 1], pos - nearest)
+            verdict = doc.cache.get(key, _MISS)
+            if verdict is not _MISS:
+                return verdict
     at, tag = _tag_before(text, pos, lo)
+    verdict = _html_verdict(text, pos, escaped_slashes, lo, tag)
+    if key is not None and at == nearest and (
+        tag is None or tag.end is None or tag.end <= pos or tag.end == closing + 1
+    ):
+        if len(doc.cache) > _CACHE_LIMIT:
+            doc.cache.clear()
+        doc.cache[key] = verdict
+    return verdict
+
+
+def _html_verdict(text: str, pos: int, escaped_slashes: bool, lo: int, tag):
     if tag is not None and (tag.end is None or tag.end > pos):
         for name, span in tag.attributes.items():
             if span[0] <= pos < span[1]:
@@ -354,14 +390,30 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
     text = doc.text
     if doc.in_comment(pos):
         return None
-    at, tag = _tag_before(text, pos, 0)
-    if tag is None:
+    nearest = text.rfind("<", 0, pos)
+    if nearest < 0:
         return None
-    if tag.end is None or tag.end > pos:
-        for name, span in tag.attributes.items():
-            if span[0] <= pos < span[1]:
-                return _attribute_context(text, tag, name, span, pos)
-        return None
+    # Usually the URL is in the text of the element opened at ``nearest``
+    # (<loc>, <link>, <content type="html">...): memoize that tag's parse.
+    tag = None
+    closing = text.find(">", nearest, pos)
+    if closing >= 0 and closing - nearest < 512:
+        key = ("<", text[nearest:closing + 1])
+        tag = doc.cache.get(key)
+        if tag is None:
+            tag = _parse_tag(text[nearest:closing + 1], 0)
+            if tag is not None and tag.end == closing + 1 - nearest:
+                doc.cache[key] = tag
+            else:
+                tag = None
+        if tag is not None:
+            tag = _Tag(tag.name, None, nearest + tag.end)
+    if tag is None:  # in a tag's attribute (an Atom <link href>...) or unusual
+        at, tag = _tag_before(text, pos, 0)
+        if tag is None:
+            return None
+        if tag.end is None or tag.end > pos:
+            return _classify_html(doc, pos, escaped_slashes)
     if tag.name in _XML_URL_ELEMENTS:
         return (LINK, f"<{tag.name}>") if not text[tag.end:pos].strip() else None
     # escaped HTML (Atom content/summary, RSS description): look at the
@@ -369,14 +421,26 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
     opened = text.rfind("&lt;", tag.end, pos)
     if opened < 0 or doc.in_comment(pos, tag.end, "&lt;!--", "--&gt;"):
         return None
-    end = text.find("<", pos)
-    end = min(len(text) if end < 0 else end, pos + 8192)
-    snippet = _Doc(_xml_unescape(text[opened:end]))
-    context = _classify_html(snippet, len(_xml_unescape(text[opened:pos])), escaped_slashes)
-    if context is None:
-        return None
-    kind, where = context
-    return kind, f"escaped {where}"
+    closing = text.find("&gt;", pos, pos + 2048)
+    key = None
+    if closing >= 0:
+        key = ("&", text[opened:closing + 4], pos - opened, escaped_slashes)
+        verdict = doc.cache.get(key, _MISS)
+        if verdict is not _MISS:
+            return verdict
+        end = closing + 4
+    else:
+        end = text.find("<", pos)
+        end = min(len(text) if end < 0 else end, pos + 2048)
+    snippet = _Doc(_xml_unescape(text[opened:end]), {})
+    verdict = _classify_html(snippet, len(_xml_unescape(text[opened:pos])), escaped_slashes)
+    if verdict is not None:
+        verdict = verdict[0], f"escaped {verdict[1]}"
+    if key is not None:
+        if len(doc.cache) > _CACHE_LIMIT:
+            doc.cache.clear()
+        doc.cache[key] = verdict
+    return verdict
 
 
 def _classify_css(doc: _Doc, pos: int, escaped_slashes: bool):

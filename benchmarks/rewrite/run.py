@@ -1,0 +1,152 @@
+"""Measure the https rewriter.  One command:
+
+    python3 benchmarks/rewrite/run.py              # 2,000 articles, 3 builds each
+    python3 benchmarks/rewrite/run.py --articles 200 --runs 1   # quick
+
+(a) The plugin's share of Pelican's build wall time: the generated site is
+    built with PLUGINS=["pelican_https"] and without, alternately, each build
+    a fresh ``pelican`` process on an emptied output directory; medians.
+    The plugin also times itself (seconds spent in its own code, from its
+    JSON report): a second, less noisy estimate of the same share.
+(b) The plugin's pass vs a BeautifulSoup parse-and-reserialize pass over the
+    same output (the files of the build without the plugin, in memory; the
+    BeautifulSoup pass upgrades the same attributes with html.parser).
+    Needs ``pip install beautifulsoup4`` (a benchmark-only dependency).
+
+Goals: (a) <= 2 %, (b) >= 20x faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
+
+from generate import HOST, generate  # noqa: E402
+
+from pelican_https.rewrite import Rules, rewrite, syntax_for  # noqa: E402
+
+RULES = Rules(
+    own_hosts=frozenset({HOST, "www." + HOST}),
+    upgrade_hosts=frozenset({"cdn.example.org"}),
+)
+
+
+def build(site: str, output: str, plugin: bool) -> tuple[float, dict | None]:
+    shutil.rmtree(output, ignore_errors=True)
+    report = os.path.join(site, "https-report.json")
+    command = [sys.executable, "-m", "pelican", "content", "-s", "pelicanconf.py",
+               "-o", output, "-q"]
+    if plugin:
+        command += ["-e", 'PLUGINS=["pelican_https"]', f'HTTPS_REPORT_PATH="{report}"']
+    else:
+        command += ["-e", "PLUGINS=[]"]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    subprocess.run(command, cwd=site, env=env, check=True)
+    elapsed = time.perf_counter() - started
+    if not plugin:
+        return elapsed, None
+    with open(report, encoding="utf-8") as f:
+        return elapsed, json.load(f)
+
+
+def load_output(output: str) -> list[tuple[str, str]]:
+    files = []
+    for directory, _, names in os.walk(output):
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            if syntax_for(path):
+                with open(path, "rb") as f:
+                    files.append((path, f.read().decode("utf-8", "surrogateescape")))
+    return files
+
+
+def plugin_pass(files) -> tuple[float, int]:
+    started = time.perf_counter()
+    upgraded = 0
+    verdicts: dict = {}  # as in a build: one memo for all files
+    for path, text in files:
+        upgraded += rewrite(text, RULES, syntax_for(path), verdicts).upgraded
+    return time.perf_counter() - started, upgraded
+
+
+URL_ATTRIBUTES = ("href", "src", "srcset", "poster", "action", "content", "data")
+
+
+def beautifulsoup_pass(files) -> tuple[float, int]:
+    from bs4 import BeautifulSoup
+
+    hosts = ("http://" + HOST, "http://www." + HOST, "http://cdn.example.org")
+    started = time.perf_counter()
+    upgraded = 0
+    for path, text in files:
+        if syntax_for(path) not in ("html", "xml"):
+            continue
+        soup = BeautifulSoup(text, "html.parser")
+        for tag in soup.find_all(True):
+            for name in URL_ATTRIBUTES:
+                value = tag.get(name)
+                if isinstance(value, str) and value.startswith(hosts):
+                    tag[name] = "https" + value[4:]
+                    upgraded += 1
+        str(soup)
+    return time.perf_counter() - started, upgraded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark the https rewriter.")
+    parser.add_argument("--articles", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3, help="builds with and without, each")
+    parser.add_argument("--workdir", help="keep the site here (default: a temporary dir)")
+    parser.add_argument("--skip-soup", action="store_true", help="skip part (b)")
+    args = parser.parse_args()
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="https-bench-")
+    site = os.path.join(workdir, "site")
+    generate(site, args.articles)
+    print(f"site: {args.articles} articles in {site}")
+
+    plain, with_plugin, inside = [], [], []
+    for run in range(args.runs):
+        seconds, _ = build(site, os.path.join(site, "output-plain"), plugin=False)
+        plain.append(seconds)
+        seconds, report = build(site, os.path.join(site, "output-https"), plugin=True)
+        with_plugin.append(seconds)
+        inside.append(report["seconds"])
+        print(f"run {run + 1}: without {plain[-1]:.2f} s, with {with_plugin[-1]:.2f} s "
+              f"(plugin's own time {inside[-1]:.3f} s; {report['files_scanned']} files, "
+              f"{report['urls_upgraded']} URLs upgraded)")
+    median_plain = statistics.median(plain)
+    median_with = statistics.median(with_plugin)
+    median_inside = statistics.median(inside)
+    print(f"(a) build without plugin: median {median_plain:.2f} s; with: {median_with:.2f} s; "
+          f"added share {100 * (median_with - median_plain) / median_plain:+.2f} % "
+          f"(goal <= 2 %)")
+    print(f"    plugin's own time: median {median_inside:.3f} s = "
+          f"{100 * median_inside / median_plain:.2f} % of the build without it")
+
+    if args.skip_soup:
+        return
+    files = load_output(os.path.join(site, "output-plain"))
+    size = sum(len(text) for _, text in files) / 1e6
+    ours, upgraded = plugin_pass(files)
+    soup, soup_upgraded = beautifulsoup_pass(files)
+    print(f"(b) over {len(files)} files ({size:.1f} M characters): plugin pass {ours:.3f} s "
+          f"({upgraded} URLs), BeautifulSoup pass {soup:.2f} s ({soup_upgraded} URLs): "
+          f"{soup / ours:.0f}x faster (goal >= 20x)")
+
+
+if __name__ == "__main__":
+    main()
