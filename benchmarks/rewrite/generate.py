@@ -54,8 +54,8 @@ def article(i: int, rng: random.Random, total: int) -> str:
         Title: Article {i}: 記事 {i}
         Date: 2020-01-01 00:00
         Modified: 2021-01-01 {i % 24:02d}:{i % 60:02d}
-        Category: cat{i % 12}
-        Tags: tag{i % 40}, tag{(i * 7) % 40}, 日本語
+        Category: cat{i % 12}x
+        Tags: tag{i % 40}x, tag{40 + (i * 7) % 40}x, 日本語
         Slug: article-{i}
 
         {rng.choice(JAPANESE)} {_prose(rng, 40)} See [the previous article](http://{HOST}/article-{other}.html)
