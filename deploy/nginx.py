@@ -1,16 +1,28 @@
-"""The nginx stage: render the vhost (pure), then install it behind an `nginx -t` gate.
+"""The nginx stage's edge: read the version, install the vhost behind `nginx -t`, reload, confirm.
 
-``render_vhost`` is a pure function of settings, the nginx version and whether a certificate
-exists yet. ``apply_config`` installs the vhost (and, with it, a new certificate) in one SSH
-round trip: if ``nginx -t`` fails, the previous vhost and certificate are put back, nginx keeps
-running on its old config, and nginx's own message is shown.
+The text itself comes from ``vhost.render_vhost`` (pure). ``apply_config`` installs it, and with it
+a new certificate, in one SSH round trip:
+
+1. the new text is uploaded under a temporary name next to the vhost; when it equals the installed
+   file and no certificate changes, nothing else happens (no reload);
+2. the installed file is kept as ``vhost.conf.prev``, the new one is renamed into place and
+   ``tls/live`` is switched to the new certificate;
+3. ``nginx -t``; if it fails, the previous vhost and certificate are put back (also if the SSH
+   session dies half-way: a trap restores them), nginx keeps running on its old config, and
+   nginx's own error lines are shown;
+4. ``nginx -s reload``; then, from the outside, a probe URL whose name is a hash of the new text is
+   polled until nginx answers it (reload is asynchronous), which also proves nginx includes the file.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import logging
 import re
 import shlex
+import time
+from dataclasses import dataclass
 
 from fabric import Connection
 
@@ -18,13 +30,19 @@ from .certificates import LIVE
 from .connection import shell
 from .errors import NginxError, RemoteCommandFailed
 from .settings import DeploySettings
+from .vhost import Vhost, render_vhost  # noqa: F401  (render_vhost re-exported for the pipeline)
 
-# Mozilla "intermediate" (guidelines 6.0): ECDHE with AEAD ciphers for TLS 1.2; TLS 1.3 suites are fixed.
-INTERMEDIATE_CIPHERS = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-)
-HEADER = "# Managed by pelican-https: this file is replaced at every deploy.\n"
+log = logging.getLogger("pelican_https.deploy")
+
+# Exit codes of the install script, beyond 0 (done).
+_TEST_FAILED, _RELOAD_FAILED, _INTERRUPTED = 3, 4, 5
+_NGINX_LINE = re.compile(r"\[(emerg|alert|crit|error|warn)\]")
+
+
+@dataclass(frozen=True)
+class Installed:
+    changed: bool  # False: the same vhost and certificate were already installed, nginx not reloaded
+    warnings: tuple[str, ...]  # nginx -t's [warn] lines (e.g. a server name another site also claims)
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -35,109 +53,147 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in match.groups())
 
 
-def render_vhost(settings: DeploySettings, nginx_version: tuple[int, ...], *, with_tls: bool) -> str:
-    """The site's vhost. Without TLS (first deploy, no certificate yet) only the port-80 server."""
-    canonical = settings.canonical_domain
-    origin = settings.https_origin
-    names = " ".join(settings.domains)
-    http_listen = _listens(settings, settings.http_port, "")
-    parts = [HEADER, f"""\
-# Port 80: ACME HTTP-01 challenges are served, everything else goes to https (no `if`, no `rewrite`).
-server {{
-{http_listen}    server_name {names};
-    server_tokens off;
-
-    location ^~ /.well-known/acme-challenge/ {{
-        root {settings.challenge_root};
-        default_type text/plain;
-        try_files $uri =404;
-    }}
-    location / {{
-        return 301 {origin}$request_uri;
-    }}
-}}
-"""]
-    if not with_tls:
-        return "".join(parts)
-    modern_http2 = nginx_version >= (1, 25, 1)
-    tls_listen = _listens(settings, settings.https_port, " ssl" if modern_http2 else " ssl http2")
-    tls = f"""\
-    {"http2 on;" if modern_http2 else "# HTTP/2 is enabled on the listen lines (nginx < 1.25.1)"}
-    ssl_certificate {settings.tls_dir / LIVE / "fullchain.pem"};
-    ssl_certificate_key {settings.tls_dir / LIVE / "privkey.pem"};
-    # Mozilla intermediate: TLS 1.2 and 1.3, ECDHE AEAD ciphers, no dhparam, no OCSP stapling.
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_ciphers {INTERMEDIATE_CIPHERS};
-    ssl_prefer_server_ciphers off;
-    ssl_session_timeout 1d;
-    ssl_session_cache shared:pelican_https:10m;
-    ssl_session_tickets off;
-    server_tokens off;
-    add_header Strict-Transport-Security "max-age={settings.hsts_max_age}" always;
-"""
-    parts.append(f"""
-server {{
-{tls_listen}    server_name {canonical};
-{tls}
-    root {settings.current_link};
-    index index.html;
-    location / {{
-        try_files $uri $uri/ =404;
-    }}
-}}
-""")
-    aliases = [d for d in settings.domains if d != canonical]
-    if aliases:
-        parts.append(f"""
-# Other names redirect to the canonical one, on https too.
-server {{
-{tls_listen}    server_name {" ".join(aliases)};
-{tls}
-    return 301 {origin}$request_uri;
-}}
-""")
-    return "".join(parts)
-
-
-def _listens(settings: DeploySettings, port: int, options: str) -> str:
-    return "".join(f"    listen {address}:{port}{options};\n" for address in settings.listen_addresses)
-
-
-def apply_config(conn: Connection, settings: DeploySettings, vhost: str, new_cert: str | None = None) -> None:
-    """Install vhost (+ new certificate), test with `nginx -t`, reload; on failure restore both and raise."""
-    q = shlex.quote
-    nginx = shlex.join(settings.nginx)
-    vhost_file = str(settings.vhost_file)
-    live = str(settings.tls_dir / LIVE)
-    switch_cert = (f"ln -sfn {q(new_cert)} {q(live)}.new && mv -T {q(live)}.new {q(live)}" if new_cert else ":")
-    restore_cert = (f'if [ -n "$old_cert" ]; then ln -sfn "$old_cert" {q(live)}.new && mv -T {q(live)}.new {q(live)}; '
-                    f"else rm -f {q(live)}; fi") if new_cert else ":"
-    script = f"""
-set -e
-old_cert=$(readlink {q(live)} || true)
-cp -p {q(vhost_file)} {q(vhost_file)}.prev
-cat > {q(vhost_file)}.new
-mv -f {q(vhost_file)}.new {q(vhost_file)}
-{switch_cert}
-if ! {nginx} -t > {q(vhost_file)}.test 2>&1; then
-    mv -f {q(vhost_file)}.prev {q(vhost_file)}
-    {restore_cert}
-    cat {q(vhost_file)}.test >&2
-    exit 3
-fi
-{nginx} -s reload
-"""
-    try:
-        shell(conn, script, stdin=io.BytesIO(vhost.encode()), what="installing the nginx vhost")
-    except RemoteCommandFailed as exc:
-        raise NginxError(
-            f"nginx rejected the new configuration, so the previous vhost and certificate were restored and "
-            f"nginx keeps running on its old config. nginx said: {exc}"
-        ) from exc
-
-
 def read_version(conn: Connection, settings: DeploySettings) -> tuple[int, ...]:
     from .server_setup import nginx_sudo_command
     # `nginx -v` needs no root; sudo is allowed only for -t and -s reload.
     out = shell(conn, shlex.join([*nginx_sudo_command(settings), "-v"]) + " 2>&1", what="reading the nginx version")
     return parse_version(out)
+
+
+def nginx_messages(output: str) -> list[str]:
+    """nginx's own [emerg]/[warn]/... lines from `nginx -t` output (all lines if none is tagged)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    tagged = [line for line in lines if _NGINX_LINE.search(line)]
+    return tagged or lines
+
+
+def install_script(settings: DeploySettings, new_cert: str | None) -> str:
+    """The server side of ``apply_config`` (reads the new vhost on stdin). Every value is quoted."""
+    q = shlex.quote
+    nginx = shlex.join(settings.nginx)
+    vhost = q(str(settings.vhost_file))
+    live = q(str(settings.tls_dir / LIVE))
+    cert = q(new_cert or "")
+    return f"""
+set -u
+vhost={vhost}; live={live}; new_cert={cert}
+umask 022
+cat > "$vhost.new" || exit 1
+if [ -z "$new_cert" ] && [ -f "$vhost" ] && cmp -s "$vhost.new" "$vhost"; then
+    rm -f "$vhost.new"
+    echo unchanged
+    exit 0
+fi
+# Keep the previous file (an empty one on the very first deploy: the include must never dangle).
+if [ -f "$vhost" ]; then cp -p "$vhost" "$vhost.prev" || exit 1; else : > "$vhost.prev" || exit 1; fi
+old_cert=$(readlink "$live" 2>/dev/null || true)
+restore() {{
+    cp -p "$vhost.prev" "$vhost.restore" && mv -f "$vhost.restore" "$vhost"
+    if [ -n "$new_cert" ]; then
+        if [ -n "$old_cert" ]; then ln -sfn "$old_cert" "$live.new" && mv -T "$live.new" "$live"; else rm -f "$live"; fi
+    fi
+}}
+# A dropped SSH session must not leave an untested file in place.
+trap 'restore; exit {_INTERRUPTED}' HUP INT TERM PIPE
+mv -f "$vhost.new" "$vhost" || {{ restore; exit 1; }}
+if [ -n "$new_cert" ]; then
+    ln -sfn "$new_cert" "$live.new" && mv -T "$live.new" "$live" || {{ restore; exit 1; }}
+fi
+if ! {nginx} -t > "$vhost.test" 2>&1; then
+    restore
+    cat "$vhost.test" >&2
+    exit {_TEST_FAILED}
+fi
+trap - HUP INT TERM PIPE
+cat "$vhost.test"
+if ! {nginx} -s reload 2>&1; then
+    restore
+    exit {_RELOAD_FAILED}
+fi
+echo reloaded
+"""
+
+
+def apply_config(conn: Connection, settings: DeploySettings, vhost: Vhost, new_cert: str | None = None,
+                 *, confirm_timeout: float = 10.0) -> Installed:
+    """Install vhost (+ switch to new_cert), gate on `nginx -t`, reload, confirm; restore both on failure."""
+    try:
+        out = shell(conn, install_script(settings, new_cert), stdin=io.BytesIO(vhost.text.encode()),
+                    what="installing the nginx vhost")
+    except RemoteCommandFailed as exc:
+        raise _install_error(exc) from exc
+    if out.strip().endswith("unchanged"):
+        # Same file, same certificate: no reload. Still make sure nginx runs it (a previous deploy
+        # may have stopped after writing it); if not, reload it now.
+        if _wait_until_live(settings, vhost, timeout=1.0):
+            log.info("nginx vhost unchanged: no reload")
+            return Installed(False, ())
+        log.info("nginx vhost unchanged on disk but not running yet: reloading")
+        return _reload_only(conn, settings, vhost, confirm_timeout)
+    warnings = tuple(line for line in nginx_messages(out) if "[warn]" in line)
+    for line in warnings:
+        log.warning("nginx -t: %s", line)
+    confirm_live(settings, vhost, timeout=confirm_timeout)
+    log.info("nginx vhost installed and live (%s)", vhost.vhost_id)
+    return Installed(True, warnings)
+
+
+def _reload_only(conn: Connection, settings: DeploySettings, vhost: Vhost, timeout: float) -> Installed:
+    nginx = shlex.join(settings.nginx)
+    try:
+        shell(conn, f"out=$({nginx} -t 2>&1) || {{ echo \"$out\" >&2; exit {_TEST_FAILED}; }}; "
+                    f"{nginx} -s reload 2>&1 || exit {_RELOAD_FAILED}", what="reloading nginx")
+    except RemoteCommandFailed as exc:
+        raise _install_error(exc) from exc
+    confirm_live(settings, vhost, timeout=timeout)
+    return Installed(True, ())
+
+
+def confirm_live(settings: DeploySettings, vhost: Vhost, timeout: float = 10.0) -> None:
+    """Poll the vhost's probe URL on port 80 until nginx answers it: the new config is running."""
+    if not _wait_until_live(settings, vhost, timeout):
+        raise NginxError(
+            f"nginx accepted and reloaded the new vhost, but http://{settings.canonical_domain}:{settings.http_port}"
+            f"{vhost.probe_path} did not answer 204 within {timeout:.0f} s. Check that nginx includes "
+            f"{settings.vhost_file} (`fab server-setup` links it into sites-enabled or conf.d) and that "
+            f"{settings.verify_address or settings.canonical_domain} reaches this server on port {settings.http_port}."
+        )
+
+
+def _wait_until_live(settings: DeploySettings, vhost: Vhost, timeout: float) -> bool:
+    address = settings.verify_address or settings.canonical_domain
+    host = settings.canonical_domain + ("" if settings.http_port == 80 else f":{settings.http_port}")
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection(address, settings.http_port, timeout=5)
+        try:
+            conn.request("GET", vhost.probe_path, headers={"Host": host})
+            response = conn.getresponse()
+            response.read()
+            if response.status == 204:
+                return True
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _install_error(exc: RemoteCommandFailed) -> NginxError:
+    text = str(exc)
+    status = re.search(r"\(exit (\d+)\)", text)
+    code = int(status.group(1)) if status else None
+    said = "\n    ".join(nginx_messages(text.split(": ", 1)[-1])) if ": " in text else text
+    if code == _TEST_FAILED:
+        return NginxError(
+            "nginx -t rejected the new configuration, so the previous vhost and certificate were put back "
+            "and nginx keeps running on its old config. nginx said:\n    " + said)
+    if code == _RELOAD_FAILED:
+        return NginxError(
+            "nginx -t accepted the new vhost but `nginx -s reload` failed (is nginx running?); the previous "
+            "vhost and certificate were put back. nginx said:\n    " + said)
+    if code == _INTERRUPTED:
+        return NginxError("the vhost installation was interrupted; the previous vhost and certificate were put back")
+    return NginxError(f"installing the nginx vhost failed; nothing was changed: {text}")

@@ -46,9 +46,11 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
 
         new_cert = None
         if decision.needs_order:
-            if installed is None:
-                # First deploy: nginx must answer the challenge before any certificate exists.
-                nginx.apply_config(conn, settings, nginx.render_vhost(settings, version, with_tls=False))
+            # nginx must answer the challenge for every name before the order. No certificate yet
+            # (first deploy): a port-80-only vhost, since a vhost naming a missing certificate fails
+            # `nginx -t`. Otherwise the full vhost on the current certificate, so that names added
+            # to DEPLOY_DOMAINS are answered too. Unchanged vhost: no reload.
+            nginx.apply_config(conn, settings, nginx.render_vhost(settings, version, with_tls=installed is not None))
             issued = certificates.obtain(conn, settings)
             new_cert = str(certificates.stage_certificate(conn, settings, issued))
             serial, not_after = issued.certificate.serial_number, issued.certificate.not_valid_after_utc

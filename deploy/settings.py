@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,10 +39,19 @@ DEFAULTS: dict[str, Any] = {
     "DEPLOY_ACME_DIRECTORY": "letsencrypt",
     "DEPLOY_ACME_EMAIL": None,
     "DEPLOY_ACME_CA_BUNDLE": None,  # CA file to trust for a private ACME server (Pebble)
+    "DEPLOY_ACME_PROFILE": None,  # None: the CA's default; 'classic', 'tlsserver' or 'shortlived'
+    "DEPLOY_KEY_TYPE": "ec-p256",  # the certificate's key: ec-p256, ec-p384, rsa2048, rsa3072, rsa4096
+    "DEPLOY_ACME_EAB_KID": None,  # external account binding key id, for CAs that require one
+    "DEPLOY_ACME_EAB_HMAC_KEY_ENV": None,  # name of the environment variable holding the EAB HMAC key
+    "DEPLOY_DNS_RESOLVER": None,  # DNS server ('ip' or 'ip:port') for the challenge pre-check; None: system resolver
     "DEPLOY_HTTP_PORT": 80,
     "DEPLOY_HTTPS_PORT": 443,
     "DEPLOY_NGINX": ["sudo", "-n", "/usr/sbin/nginx"],
     "DEPLOY_HSTS_MAX_AGE": 63072000,  # two years
+    "DEPLOY_HSTS_INCLUDE_SUBDOMAINS": False,  # opt-in: every subdomain must serve https too
+    "DEPLOY_HSTS_PRELOAD": False,  # opt-in: see _check_hsts_preload for the preload list's requirements
+    "DEPLOY_CSP_UPGRADE_INSECURE": False,  # Content-Security-Policy: upgrade-insecure-requests (safety net)
+    "DEPLOY_NGINX_DEFAULT_SERVER": False,  # make this vhost nginx's default_server (takes over unknown names)
     "DEPLOY_LISTEN": ["*", "[::]"],  # addresses nginx listens on: IPv4 and IPv6 by default
     "DEPLOY_VERIFY_ADDRESS": None,  # default: resolve the domain like any visitor
     "DEPLOY_VERIFY_CA": None,  # CA file to verify the served certificate; None: system store
@@ -77,6 +86,17 @@ class DeploySettings:
     listen_addresses: tuple[str, ...]
     verify_address: str | None
     verify_ca: Path | None
+    # nginx vhost options (defaults keep hand-built DeploySettings valid)
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
+    csp_upgrade_insecure: bool = False
+    nginx_default_server: bool = False
+    # certificate options (defaults keep hand-built DeploySettings valid)
+    key_type: str = "ec-p256"
+    acme_profile: str | None = None
+    acme_eab_kid: str | None = None
+    acme_eab_hmac_key: str | None = field(default=None, repr=False)  # a secret: never shown
+    dns_resolver: str | None = None
 
     @property
     def canonical_domain(self) -> str:
@@ -189,6 +209,14 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
     if verify_address is not None:
         verify_address = _host("DEPLOY_VERIFY_ADDRESS", verify_address)
 
+    http_port = _port("DEPLOY_HTTP_PORT", values["DEPLOY_HTTP_PORT"])
+    https_port = _port("DEPLOY_HTTPS_PORT", values["DEPLOY_HTTPS_PORT"])
+    hsts_max_age = _int("DEPLOY_HSTS_MAX_AGE", values["DEPLOY_HSTS_MAX_AGE"], 0, 10 * 365 * 86400)
+    hsts_include_subdomains = _bool("DEPLOY_HSTS_INCLUDE_SUBDOMAINS", values["DEPLOY_HSTS_INCLUDE_SUBDOMAINS"])
+    hsts_preload = _bool("DEPLOY_HSTS_PRELOAD", values["DEPLOY_HSTS_PRELOAD"])
+    if hsts_preload:
+        _check_hsts_preload(hsts_max_age, hsts_include_subdomains, http_port, https_port)
+
     return DeploySettings(
         host=host,
         port=_port("DEPLOY_PORT", values["DEPLOY_PORT"]),
@@ -204,13 +232,18 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
         acme_directory=acme_directory,
         acme_email=email,
         acme_ca_bundle=_local_file("DEPLOY_ACME_CA_BUNDLE", values["DEPLOY_ACME_CA_BUNDLE"], base),
-        http_port=_port("DEPLOY_HTTP_PORT", values["DEPLOY_HTTP_PORT"]),
-        https_port=_port("DEPLOY_HTTPS_PORT", values["DEPLOY_HTTPS_PORT"]),
+        http_port=http_port,
+        https_port=https_port,
         nginx=tuple(nginx),
-        hsts_max_age=_int("DEPLOY_HSTS_MAX_AGE", values["DEPLOY_HSTS_MAX_AGE"], 0, 10 * 365 * 86400),
+        hsts_max_age=hsts_max_age,
         listen_addresses=_listen_addresses(values["DEPLOY_LISTEN"]),
         verify_address=verify_address,
         verify_ca=_local_file("DEPLOY_VERIFY_CA", values["DEPLOY_VERIFY_CA"], base),
+        hsts_include_subdomains=hsts_include_subdomains,
+        hsts_preload=hsts_preload,
+        csp_upgrade_insecure=_bool("DEPLOY_CSP_UPGRADE_INSECURE", values["DEPLOY_CSP_UPGRADE_INSECURE"]),
+        nginx_default_server=_bool("DEPLOY_NGINX_DEFAULT_SERVER", values["DEPLOY_NGINX_DEFAULT_SERVER"]),
+        **_certificate_options(values),
     )
 
 
@@ -256,6 +289,66 @@ def _listen_addresses(value: Any) -> tuple[str, ...]:
             pass
         raise SettingsError(f"DEPLOY_LISTEN: {address!r} is not an address nginx can listen on; expected {expected}")
     return tuple(value)
+
+
+def _check_hsts_preload(max_age: int, include_subdomains: bool, http_port: int, https_port: int) -> None:
+    """The requirements of https://hstspreload.org that the settings decide.
+
+    Preloading is hard to undo (removal takes months to reach browsers) and covers the whole
+    registrable domain: every subdomain, also ones not on this server, must serve https.
+    """
+    why = ("DEPLOY_HSTS_PRELOAD=True: the HSTS preload list (hstspreload.org) requires {}. "
+           "Preloading covers every subdomain of the registrable domain and is slow to undo; "
+           "leave DEPLOY_HSTS_PRELOAD=False unless all of them serve https")
+    if max_age < 31536000:
+        raise SettingsError(why.format(f"DEPLOY_HSTS_MAX_AGE of at least 31536000 (one year), not {max_age!r}"))
+    if not include_subdomains:
+        raise SettingsError(why.format("DEPLOY_HSTS_INCLUDE_SUBDOMAINS=True (the header must carry includeSubDomains)"))
+    if (http_port, https_port) != (80, 443):
+        raise SettingsError(why.format(f"the standard ports (browsers check http on 80 and https on 443), "
+                                       f"not DEPLOY_HTTP_PORT={http_port!r} and DEPLOY_HTTPS_PORT={https_port!r}"))
+
+
+def _certificate_options(values: dict[str, Any]) -> dict[str, Any]:
+    """DEPLOY_KEY_TYPE, DEPLOY_ACME_PROFILE, external account binding and the pre-check's DNS resolver."""
+    from .renewal import KEY_TYPES, PROFILES
+
+    key_type = values["DEPLOY_KEY_TYPE"]
+    if key_type not in KEY_TYPES:
+        raise SettingsError(f"DEPLOY_KEY_TYPE={key_type!r}: expected one of {', '.join(map(repr, KEY_TYPES))}")
+    profile = values["DEPLOY_ACME_PROFILE"]
+    if profile is not None and profile not in PROFILES:
+        raise SettingsError(f"DEPLOY_ACME_PROFILE={profile!r}: expected None (the CA's default) or one of {', '.join(map(repr, PROFILES))}")
+    kid, env_name = values["DEPLOY_ACME_EAB_KID"], values["DEPLOY_ACME_EAB_HMAC_KEY_ENV"]
+    hmac_key = None
+    if kid is not None or env_name is not None:
+        if not isinstance(kid, str) or not re.fullmatch(r"[\x21-\x7e]{1,200}", kid):
+            raise SettingsError(f"DEPLOY_ACME_EAB_KID={kid!r}: expected the key id your CA gave you (printable, no spaces), set together with DEPLOY_ACME_EAB_HMAC_KEY_ENV")
+        if not isinstance(env_name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
+            raise SettingsError(f"DEPLOY_ACME_EAB_HMAC_KEY_ENV={env_name!r}: expected the name of an environment variable (e.g. 'ACME_EAB_HMAC_KEY') holding the HMAC key, set together with DEPLOY_ACME_EAB_KID")
+        hmac_key = os.environ.get(env_name, "")
+        # The key itself is never echoed: only the variable's name.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,}={0,2}", hmac_key):
+            raise SettingsError(f"DEPLOY_ACME_EAB_HMAC_KEY_ENV={env_name!r}: the environment variable {env_name} is "
+                                f"{'not set' if not hmac_key else 'not a base64url key'}; expected the HMAC key your CA gave you (base64url)")
+    resolver = values["DEPLOY_DNS_RESOLVER"]
+    if resolver is not None:
+        address, _, port = resolver.rpartition(":") if isinstance(resolver, str) and resolver.count(":") == 1 else (resolver, "", "")
+        try:
+            ipaddress.ip_address(address)
+            if port and not 1 <= int(port) <= 65535:
+                raise ValueError(port)
+        except (ValueError, TypeError):
+            raise SettingsError(f"DEPLOY_DNS_RESOLVER={resolver!r}: expected a DNS server's IP address, optionally with a port "
+                                "('1.1.1.1', '127.0.0.1:8053'), or None for the system resolver") from None
+    return {"key_type": key_type, "acme_profile": profile, "acme_eab_kid": kid, "acme_eab_hmac_key": hmac_key,
+            "dns_resolver": resolver}
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{name}={value!r}: expected True or False")
+    return value
 
 
 def _port(name: str, value: Any) -> int:
