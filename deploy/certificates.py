@@ -1,90 +1,45 @@
 """The certificate stage: decide, then (only if needed) run an RFC 8555 order over HTTP-01.
 
-Pure core: ``decide()`` looks at the installed certificate, the settings and the clock and says
-what to do and why. Edges: ``read_installed()`` fetches the server's certificate state in one SSH
-round trip; ``obtain()`` talks to the CA, putting token files on the server; ``stage_certificate()``
-writes key and chain into a new folder on the server. The ``tls/live`` symlink that nginx reads
-is switched by the caller, together with the vhost, so both can be rolled back as one.
+The stage reads the server's certificate state in one SSH round trip, asks the CA for its
+renewal window when it offers ARI (honouring Retry-After through a small cache on the server),
+and decides with the pure ``renewal.decide()``. When an order is needed: the challenge path is
+checked the way the CA will (``diagnose``) before the CA is asked anything, the order runs
+through ``acme_client``, and key and chain are staged in a new folder tls/certs/<id>/.
+The ``tls/live`` symlink that nginx reads is switched by the caller, together with the vhost,
+so both can be rolled back as one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import http.client
 import io
 import json
 import logging
+import secrets
 import shlex
 import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import josepy as jose
-from acme import challenges, client, crypto_util, errors as acme_errors, messages
+from acme import challenges, crypto_util, errors as acme_errors, messages
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fabric import Connection
 
-from .connection import run, shell
+from . import acme_client, diagnose
+from .connection import shell
 from .errors import CertificateError
+from .renewal import Decision, Installed, RenewalInfo, decide, forced, wants_renewal_info  # noqa: F401 (re-exported)
 from .settings import DeploySettings
 
 log = logging.getLogger("pelican_https.deploy")
 
-KEY_TYPE = "ec-p256"  # DESIGN: EC P-256 by default
 LIVE = "live"  # tls/live -> certs/<id>: nginx reads tls/live/{fullchain,privkey}.pem
-
-
-# --- the decision (pure) ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Installed:
-    """What the server has: the leaf certificate and what it was issued for."""
-    certificate: x509.Certificate
-    directory: str
-    domains: tuple[str, ...]
-    key_type: str
-    cert_id: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: str  # "issue" (nothing usable), "renew" (due), "keep"
-    reason: str
-    renew_from: dt.datetime | None = None
-
-    @property
-    def needs_order(self) -> bool:
-        return self.action != "keep"
-
-
-def renewal_start(cert: x509.Certificate) -> dt.datetime:
-    """When 1/3 of the lifetime is left (1/2 for lifetimes under 10 days): never a fixed day count."""
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    lifetime = end - start
-    share_left = 0.5 if lifetime < dt.timedelta(days=10) else 1 / 3
-    return end - lifetime * share_left
-
-
-def decide(installed: Installed | None, settings: DeploySettings, now: dt.datetime) -> Decision:
-    if installed is None:
-        return Decision("issue", "no certificate installed yet")
-    cert = installed.certificate
-    if installed.directory != settings.acme_directory:
-        return Decision("issue", f"the CA directory changed ({installed.directory} -> {settings.acme_directory})")
-    if tuple(sorted(installed.domains)) != tuple(sorted(settings.domains)):
-        return Decision("issue", f"the domain set changed ({', '.join(installed.domains)} -> {', '.join(settings.domains)})")
-    if installed.key_type != KEY_TYPE:
-        return Decision("issue", f"the key type changed ({installed.key_type} -> {KEY_TYPE})")
-    if now >= cert.not_valid_after_utc:
-        return Decision("issue", f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
-    renew_from = renewal_start(cert)
-    if now >= renew_from:
-        return Decision("renew", f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, renewal window opened {renew_from:%Y-%m-%d %H:%M} UTC", renew_from)
-    return Decision("keep", f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, renews from {renew_from:%Y-%m-%d %H:%M} UTC: nothing to do", renew_from)
+ARI_CACHE = "ari.json"  # tls/ari.json: the CA's last renewal info, kept until its Retry-After
+PatientNetwork = acme_client.PatientNetwork  # kept importable from here
 
 
 # --- reading the server's state (one round trip) ----------------------------------------
@@ -92,36 +47,105 @@ def decide(installed: Installed | None, settings: DeploySettings, now: dt.dateti
 _MARK = "----8<---- pelican-https ----8<----"
 
 
-def read_installed(conn: Connection, settings: DeploySettings) -> Installed | None:
+@dataclass(frozen=True)
+class Check:
+    """The outcome of the certificate check: what is installed, what the CA suggests, what to do."""
+    installed: Installed | None
+    renewal_info: RenewalInfo | None
+    decision: Decision
+    ssh_round_trips: int
+
+
+def read_state(conn: Connection, settings: DeploySettings) -> tuple[Installed | None, RenewalInfo | None]:
+    """meta.json, the chain, the key's public half (computed on the server: the private key never
+    travels) and the cached renewal info, in one SSH round trip."""
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
     live = settings.tls_dir / LIVE
-    script = (f"cat {shlex.quote(str(live / 'meta.json'))} 2>/dev/null; echo {shlex.quote(_MARK)}; "
-              f"cat {shlex.quote(str(live / 'fullchain.pem'))} 2>/dev/null; true")
-    meta_text, _, chain = shell(conn, script, what="reading the installed certificate").partition(_MARK + "\n")
+    key = live / "privkey.pem"
+    script = "; ".join([
+        f"cat {q(live / 'meta.json')} 2>/dev/null", f"echo {q(_MARK)}",
+        f"cat {q(live / 'fullchain.pem')} 2>/dev/null", f"echo {q(_MARK)}",
+        f"if [ ! -e {q(key)} ]; then echo NO-KEY; elif command -v openssl >/dev/null; "
+        f"then openssl pkey -in {q(key)} -pubout 2>/dev/null; else echo NO-OPENSSL; fi", f"echo {q(_MARK)}",
+        f"cat {q(settings.tls_dir / ARI_CACHE)} 2>/dev/null", "true",
+    ])
+    parts = shell(conn, script, what="reading the installed certificate").split(_MARK + "\n")
+    meta_text, chain, public_key, ari_text = (parts + ["", "", "", ""])[:4]
+    return _parse_installed(meta_text, chain, public_key), _parse_ari_cache(ari_text)
+
+
+def read_installed(conn: Connection, settings: DeploySettings) -> Installed | None:
+    return read_state(conn, settings)[0]
+
+
+def _parse_installed(meta_text: str, chain: str, public_key: str) -> Installed | None:
     if not meta_text.strip() or "BEGIN CERTIFICATE" not in chain:
         return None
     try:
         meta = json.loads(meta_text)
         cert = x509.load_pem_x509_certificate(chain.encode())
-        return Installed(cert, meta["directory"], tuple(meta["domains"]), meta.get("key_type", ""), meta.get("id", ""))
-    except (ValueError, KeyError) as exc:
+        if "NO-OPENSSL" in public_key:
+            matches = None  # cannot tell without openssl on the server; nginx -t still checks at install
+        elif "PUBLIC KEY" in public_key:
+            served = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            matches = serialization.load_pem_public_key(public_key.encode()).public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == served
+        else:
+            matches = False  # no key, or openssl could not read it
+        return Installed(cert, meta["directory"], tuple(meta["domains"]), meta.get("key_type", "ec-p256"),
+                         meta.get("id", ""), meta.get("profile"), matches)
+    except (ValueError, KeyError, TypeError) as exc:
         log.warning("the installed certificate's files are unreadable (%s): a new one will be issued", exc)
         return None
 
 
+def _parse_ari_cache(text: str) -> RenewalInfo | None:
+    try:
+        raw = json.loads(text)
+        return RenewalInfo(raw["cert_id"], dt.datetime.fromisoformat(raw["window_start"]),
+                           dt.datetime.fromisoformat(raw["window_end"]), dt.datetime.fromisoformat(raw["retry_at"]),
+                           raw.get("explanation_url"))
+    except (ValueError, KeyError, TypeError):
+        return None  # no cache yet, or unreadable: ask the CA
+
+
+def _ari_cache_json(info: RenewalInfo) -> bytes:
+    return json.dumps({"cert_id": info.cert_id, "window_start": info.window_start.isoformat(),
+                       "window_end": info.window_end.isoformat(), "retry_at": info.retry_at.isoformat(),
+                       "explanation_url": info.explanation_url}, indent=2).encode()
+
+
+def check(conn: Connection, settings: DeploySettings, now: dt.datetime, *, force: bool = False,
+          save_renewal_info: bool = True) -> Check:
+    """Read the server's state, ask the CA for its renewal window if due, and decide.
+    One SSH round trip; a second one only when a fresh ARI answer is cached (once per Retry-After)."""
+    installed, cached = read_state(conn, settings)
+    trips = 1
+    info = cached if installed and cached and cached.cert_id == _cert_id_or_none(installed) else None
+    if wants_renewal_info(installed, settings, cached, now):
+        info = acme_client.fetch_renewal_info(settings, installed.certificate, _verify(settings), now)
+        if info is not None and save_renewal_info:
+            write_private_file(conn, settings.tls_dir / ARI_CACHE, _ari_cache_json(info))
+            trips += 1
+    decision = decide(installed, settings, now, info)
+    if force:
+        decision = forced(decision, installed)
+    return Check(installed, info, decision, trips)
+
+
+def _cert_id_or_none(installed: Installed) -> str | None:
+    from .renewal import ari_cert_id
+    try:
+        return ari_cert_id(installed.certificate)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _verify(settings: DeploySettings):
+    return str(settings.acme_ca_bundle) if settings.acme_ca_bundle else True
+
+
 # --- the ACME order (RFC 8555) ----------------------------------------------------------
-
-class PatientNetwork(client.ClientNetwork):
-    """ClientNetwork that retries badNonce more than once (RFC 8555 section 6.5: always retryable)."""
-
-    def post(self, *args, **kwargs):
-        for attempt in range(10):
-            try:
-                return self._post_once(*args, **kwargs)
-            except messages.Error as error:
-                if error.code != "badNonce" or attempt == 9:
-                    raise
-                log.debug("badNonce, retrying with a fresh nonce")
-
 
 @dataclass(frozen=True)
 class Issued:
@@ -131,21 +155,37 @@ class Issued:
     certificate: x509.Certificate
 
 
-def obtain(conn: Connection, settings: DeploySettings, *, timeout: float = 90.0) -> Issued:
-    """Run one order for all domains; token files live in the challenge folder only while needed."""
-    deadline = time.monotonic() + timeout
-    acme = _client(conn, settings)
-    key = ec.generate_private_key(ec.SECP256R1())  # generated in memory, written only on the server
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    csr_pem = crypto_util.make_csr(key_pem, list(settings.domains))
-    try:
-        order = acme.new_order(csr_pem)
-    except messages.Error as exc:
-        raise CertificateError(f"the CA refused the new order for {', '.join(settings.domains)}: {exc}") from exc
-    log.info("order %s for %s", order.uri, ", ".join(settings.domains))
+def new_private_key(key_type: str):
+    """The certificate's key, generated in memory and written only on the server."""
+    if key_type.startswith("ec-"):
+        return ec.generate_private_key({"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}[key_type])
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
 
-    tokens: list[str] = []
+
+def obtain(conn: Connection, settings: DeploySettings, *, replaces: str | None = None, timeout: float = 90.0) -> Issued:
+    """Run one order for all domains. The challenge path is checked with a probe token before the CA
+    is asked anything; token files live in the challenge folder only while needed."""
+    deadline = time.monotonic() + timeout
+    peer = conn.client.get_transport().getpeername()[0]
+    here = diagnose.server_addresses(settings, peer)
+
+    # 1. One round trip: put a probe token in the challenge folder and read the account key.
+    probe_token, probe_value = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    account_key = _prepare(conn, settings, probe_token, probe_value)
+    tokens: list[str] = [probe_token]
     try:
+        # 2. The challenge path works for every domain and address, or we stop here: the CA is not asked.
+        diagnose.check(settings, here, probe_token, probe_value)
+
+        # 3. RFC 8555: directory, account (looked up, registered only if unknown), new order.
+        session = acme_client.open_session(settings, account_key, _verify(settings))
+        key = new_private_key(settings.key_type)
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        csr_pem = crypto_util.make_csr(key_pem, list(settings.domains))
+        order = acme_client.new_order(session, csr_pem, list(settings.domains), profile=settings.acme_profile, replaces=replaces)
+        log.info("order %s for %s%s", order.uri, ", ".join(settings.domains), f" (replaces {replaces})" if replaces else "")
+
+        # 4. HTTP-01 (RFC 8555 8.3): one token file per pending authorization, all in one round trip.
         pending = []
         for authz in order.authorizations:
             if authz.body.status == messages.STATUS_VALID:
@@ -153,62 +193,64 @@ def obtain(conn: Connection, settings: DeploySettings, *, timeout: float = 90.0)
             challb = next((c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
             if challb is None:
                 raise CertificateError(f"the CA offers no HTTP-01 challenge for {authz.body.identifier.value}")
-            response, validation = challb.response_and_validation(acme.net.key)
-            token = challb.chall.encode("token")
-            _put_token(conn, settings, token, validation)
-            tokens.append(token)
-            _self_check(settings, authz.body.identifier.value, token, validation)
-            pending.append((authz, challb, response))
-        for authz, challb, response in pending:
-            acme.answer_challenge(challb, response)
-        for authz, _, _ in pending:
-            _poll_authorization(acme, authz, deadline)
-        order = _finalize(acme, order, deadline)
+            response, validation = challb.response_and_validation(session.net.key)
+            pending.append((authz, challb, response, challb.chall.encode("token"), validation))
+        _put_tokens(conn, settings, [(t, v) for *_, t, v in pending], remove=[probe_token])
+        tokens = [t for *_, t, _ in pending]
+        for authz, _, _, token, validation in pending:  # the real token, at the same addresses: cheap insurance
+            diagnose.check_domain(settings, authz.body.identifier.value, here, token, validation)
+
+        # 5. Answer, poll, finalize, download.
+        for authz, challb, response, _, _ in pending:
+            session.acme.answer_challenge(challb, response)
+        for authz, *_ in pending:
+            acme_client.poll_authorization(session, authz, deadline)
+        chain = acme_client.finalize(session, order, deadline).encode()
     except (messages.Error, acme_errors.Error) as exc:
-        raise CertificateError(f"the ACME order failed: {exc}") from exc
+        detail = acme_client.explain(exc) if isinstance(exc, messages.Error) else str(exc)
+        raise CertificateError(f"the ACME order failed: {detail}") from exc
     finally:
-        if tokens:
-            run(conn, ["rm", "-f", "--", *[str(settings.challenge_dir / t) for t in tokens]], what="removing challenge tokens")
-    chain = order.fullchain_pem.encode()
+        if tokens:  # whatever happened: no token file stays behind
+            shell(conn, "rm -f -- " + " ".join(shlex.quote(str(settings.challenge_dir / t)) for t in tokens),
+                  what="removing challenge tokens")
     cert = x509.load_pem_x509_certificate(chain)
-    cert_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{cert.serial_number:x}"[:60]
+    _check_issued(cert, key, settings)
+    cert_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}-{cert.serial_number:x}"[:60]
     log.info("issued certificate serial %x, valid until %s", cert.serial_number, cert.not_valid_after_utc)
     return Issued(cert_id, chain, key_pem, cert)
 
 
-def _client(conn: Connection, settings: DeploySettings) -> client.ClientV2:
-    account_key = _account_key(conn, settings)
-    jwk = jose.JWKEC(key=account_key)
-    verify = str(settings.acme_ca_bundle) if settings.acme_ca_bundle else True
-    net = PatientNetwork(jwk, alg=jose.ES256, verify_ssl=verify, user_agent="pelican-https")
-    try:
-        directory = client.ClientV2.get_directory(settings.acme_directory, net)
-    except Exception as exc:  # requests raises many kinds; all mean "the CA is not reachable"
-        raise CertificateError(f"cannot read the ACME directory {settings.acme_directory}: {exc}") from exc
-    acme = client.ClientV2(directory, net)
-    registration = messages.NewRegistration.from_data(email=settings.acme_email, terms_of_service_agreed=True)
-    try:
-        acme.new_account(registration)
-        log.info("registered a new ACME account")
-    except acme_errors.ConflictError as exists:
-        # RFC 8555 7.3.1: the key is already registered; the Location header names the account.
-        net.account = messages.RegistrationResource(uri=exists.location, body=messages.Registration())
-    return acme
+def _check_issued(cert: x509.Certificate, key, settings: DeploySettings) -> None:
+    """Never stage a chain that nginx would reject or that misses a name."""
+    spki = lambda k: k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # noqa: E731
+    if spki(cert.public_key()) != spki(key.public_key()):
+        raise CertificateError("the CA returned a certificate for another key; nothing was installed")
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    missing = sorted(set(settings.domains) - set(names))
+    if missing:
+        raise CertificateError(f"the CA's certificate does not cover {', '.join(missing)}; nothing was installed")
 
 
-def _account_key(conn: Connection, settings: DeploySettings) -> ec.EllipticCurvePrivateKey:
-    """The account key lives on the server (0600), one per CA directory: CI runners stay stateless."""
-    path = settings.accounts_dir / (hashlib.sha256(settings.acme_directory.encode()).hexdigest()[:16] + ".pem")
-    pem = shell(conn, f"cat {shlex.quote(str(path))} 2>/dev/null || true", what="reading the ACME account key")
+def _prepare(conn: Connection, settings: DeploySettings, probe_token: str, probe_value: str) -> ec.EllipticCurvePrivateKey:
+    """Write the probe token and read the account key (one per CA directory, 0600) in one round trip."""
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    path = account_key_path(settings)
+    pem = shell(conn, f"umask 022 && cat > {q(settings.challenge_dir / probe_token)} && (cat {q(path)} 2>/dev/null || true)",
+                stdin=io.BytesIO(probe_value.encode()), what="preparing the challenge check")
     if "PRIVATE KEY" in pem:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CertificateError(f"the ACME account key {path} on the server is not an EC key")
+            raise CertificateError(f"the ACME account key {path} on the server is not an EC key; move it away to start a new account")
         return key
+    # First order against this CA: the key is made here and kept on the server, never per run.
     key = ec.generate_private_key(ec.SECP256R1())
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    write_private_file(conn, path, data)
+    write_private_file(conn, path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
     return key
+
+
+def account_key_path(settings: DeploySettings) -> PurePosixPath:
+    return settings.accounts_dir / (hashlib.sha256(settings.acme_directory.encode()).hexdigest()[:16] + ".pem")
 
 
 def write_private_file(conn: Connection, path: PurePosixPath, data: bytes) -> None:
@@ -219,70 +261,22 @@ def write_private_file(conn: Connection, path: PurePosixPath, data: bytes) -> No
           stdin=io.BytesIO(data), what=f"writing {path}")
 
 
-def _put_token(conn: Connection, settings: DeploySettings, token: str, validation: str) -> None:
+def _put_tokens(conn: Connection, settings: DeploySettings, tokens: list[tuple[str, str]], remove: list[str]) -> None:
     # acme-tiny's lesson: the token becomes a file name, so it must be base64url only.
-    if not token or not all(c.isalnum() or c in "-_" for c in token):
-        raise CertificateError(f"the CA sent a token that is not base64url: {token!r}")
-    q = shlex.quote
-    path = settings.challenge_dir / token
-    shell(conn, f"umask 022 && cat > {q(str(path))}", stdin=io.BytesIO(validation.encode()), what="writing a challenge token")
-
-
-def _self_check(settings: DeploySettings, domain: str, token: str, expected: str) -> None:
-    """Fetch the token the way the CA will before asking it to: a failure here costs no CA attempt."""
-    address = settings.verify_address or domain
-    deadline = time.monotonic() + 5
-    problem = ""
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection(address, settings.http_port, timeout=5)
-            conn.request("GET", f"/.well-known/acme-challenge/{token}", headers={"Host": domain})
-            resp = conn.getresponse()
-            body = resp.read().decode("utf-8", "replace").strip()
-            conn.close()
-            if resp.status == 200 and body == expected:
-                return
-            problem = f"it answered {resp.status} {resp.getheader('Location') or body[:80]!r} instead of the token"
-        except OSError as exc:
-            problem = f"nothing answered on {address}:{settings.http_port} ({exc})"
-        time.sleep(0.1)  # nginx may still be reloading
-    raise CertificateError(
-        f"self-check before asking the CA: http://{domain}/.well-known/acme-challenge/{token}: {problem}. "
-        "The CA was not asked (no failed validation spent). Check that the domain points to this server, "
-        "that port 80 is open, and that nginx serves the challenge folder."
-    )
-
-
-def _poll_authorization(acme: client.ClientV2, authz: messages.AuthorizationResource, deadline: float) -> None:
-    delay = 0.05  # the library's own polling sleeps a whole second; the CA answers in milliseconds
-    while time.monotonic() < deadline:
-        authz, _ = acme.poll(authz)
-        status = authz.body.status
-        if status == messages.STATUS_VALID:
-            return
-        if status == messages.STATUS_INVALID:  # RFC 8555 7.1.6: the challenge failed, final
-            detail = next((c.error for c in authz.body.challenges if c.error), None)
-            raise CertificateError(f"the CA could not validate {authz.body.identifier.value}: {detail}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
-    raise CertificateError("timed out waiting for the CA to validate the challenges")
-
-
-def _finalize(acme: client.ClientV2, order: messages.OrderResource, deadline: float) -> messages.OrderResource:
-    order = acme.begin_finalization(order)
-    delay = 0.05
-    while time.monotonic() < deadline:
-        body = order.body
-        if body.status == messages.STATUS_VALID and body.certificate:  # RFC 8555 7.4: issued
-            chain = acme._post_as_get(body.certificate).text
-            return order.update(fullchain_pem=chain)
-        if body.status == messages.STATUS_INVALID:  # the order is abandoned
-            raise CertificateError(f"the CA refused to issue the certificate: {body.error}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
-        response = acme._post_as_get(order.uri)  # "processing": poll the order
-        order = order.update(body=messages.Order.from_json(response.json()))
-    raise CertificateError("timed out waiting for the CA to issue the certificate")
+    for token, _ in tokens:
+        if not token or not all(c.isalnum() or c in "-_" for c in token):
+            raise CertificateError(f"the CA sent a token that is not base64url: {token!r}")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for token, validation in tokens:
+            info = tarfile.TarInfo(token)
+            info.size, info.mode, info.mtime = len(validation.encode()), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(validation.encode()))
+    buf.seek(0)
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    removals = "".join(f"rm -f -- {q(settings.challenge_dir / t)}; " for t in remove)
+    shell(conn, f"{removals}umask 022 && tar -xf - -C {q(settings.challenge_dir)} --no-same-owner",
+          stdin=buf, what="writing the challenge tokens")
 
 
 # --- putting it on the server -----------------------------------------------------------
@@ -290,7 +284,7 @@ def _finalize(acme: client.ClientV2, order: messages.OrderResource, deadline: fl
 def stage_certificate(conn: Connection, settings: DeploySettings, issued: Issued) -> PurePosixPath:
     """Write key, chain and metadata into a new folder tls/certs/<id>/ (0700, key 0600). Not live yet."""
     meta = {"id": issued.cert_id, "directory": settings.acme_directory, "domains": list(settings.domains),
-            "key_type": KEY_TYPE, "serial": f"{issued.certificate.serial_number:x}"}
+            "key_type": settings.key_type, "profile": settings.acme_profile, "serial": f"{issued.certificate.serial_number:x}"}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in (("privkey.pem", issued.key_pem), ("fullchain.pem", issued.fullchain_pem),

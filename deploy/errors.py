@@ -39,3 +39,7 @@ class VerificationFailed(DeployError):
 
 class SandboxError(Exception):
     """The local sandbox could not start (a test must fail loudly on this)."""
+
+
+class ChallengeCheckFailed(CertificateError):
+    """The challenge URL does not serve the token as the CA would fetch it; the CA was not asked."""

@@ -38,10 +38,9 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
             log.info("uploaded release %s", release_id)
 
         version = nginx.read_version(conn, settings)
-        installed = certificates.read_installed(conn, settings)
-        decision = certificates.decide(installed, settings, dt.datetime.now(dt.timezone.utc))
-        if force_renew and not decision.needs_order:
-            decision = certificates.Decision("renew", "renewal forced (--force)")
+        # One SSH round trip (plus the CA's renewal info when it offers ARI); decide() is pure.
+        cert_check = certificates.check(conn, settings, dt.datetime.now(dt.timezone.utc), force=force_renew)
+        installed, decision = cert_check.installed, cert_check.decision
         log.info("certificate: %s", decision.reason)
 
         new_cert = None
@@ -51,7 +50,7 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
             # `nginx -t`. Otherwise the full vhost on the current certificate, so that names added
             # to DEPLOY_DOMAINS are answered too. Unchanged vhost: no reload.
             nginx.apply_config(conn, settings, nginx.render_vhost(settings, version, with_tls=installed is not None))
-            issued = certificates.obtain(conn, settings)
+            issued = certificates.obtain(conn, settings, replaces=decision.replaces)
             new_cert = str(certificates.stage_certificate(conn, settings, issued))
             serial, not_after = issued.certificate.serial_number, issued.certificate.not_valid_after_utc
         else:

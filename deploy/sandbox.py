@@ -62,6 +62,9 @@ class Sandbox:
     challtestsrv_url: str
     pebble_mgmt_url: str
     pids: dict[str, int] = field(default_factory=dict)
+    dns_server: str = ""  # challtestsrv's DNS ("127.0.0.1:PORT"): the names as the CA resolves them
+    pebble_argv: list = field(default_factory=list, repr=False)
+    pebble_env: dict = field(default_factory=dict, repr=False)
 
     def deploy_settings(self, site: str = SITE_NAME) -> dict:
         """The DEPLOY_* values that point a blog at this sandbox (its domains stay the blog's own)."""
@@ -81,6 +84,7 @@ class Sandbox:
             "DEPLOY_NGINX": list(self.nginx_command),
             "DEPLOY_LISTEN": ["127.0.0.1"],
             "DEPLOY_VERIFY_ADDRESS": "127.0.0.1",
+            "DEPLOY_DNS_RESOLVER": self.dns_server or None,  # the challenge pre-check resolves like the CA
             "DEPLOY_VERIFY_CA": str(self.served_root_ca),
         }
 
@@ -102,6 +106,14 @@ class Sandbox:
         script.write_text(admin_script(settings, nginx_include_dir=str(self.nginx_include_dir)))
         _check(["sh", str(script)])
         return values
+
+    def restart_pebble(self) -> None:
+        """Stop and start Pebble (same ports and config): it forgets every account, order and root."""
+        log = self.root / "pebble" / "pebble.log"
+        _terminate(self.pids.pop("pebble"))
+        self.pids["pebble"] = _spawn(self.pebble_argv, log, env=self.pebble_env)
+        _wait_for(lambda: _get(self.acme_directory, self.acme_ca_bundle), "Pebble", log)
+        self.refresh_served_root()
 
     def refresh_served_root(self) -> None:
         """Pebble makes a new root at every start: fetch the current one."""
@@ -125,7 +137,8 @@ def rehearsal_settings(siteurl: str, sandbox_file: str | os.PathLike | None = No
     return values
 
 
-def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_percent: int = 5) -> Sandbox:
+def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_percent: int = 5,
+                  authz_reuse_percent: int | None = None) -> Sandbox:
     """Start Pebble, pebble-challtestsrv, sshd and nginx; prepare the server like an admin would."""
     if os.geteuid() != 0:
         raise SandboxError("the sandbox must run as root: it creates a deploy user and runs sshd")
@@ -147,9 +160,11 @@ def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_perc
         nginx_command=("sudo", "-n", NGINX, "-p", str(root / "nginx"), "-c", "conf/nginx.conf"),
        
         challtestsrv_url=f"http://127.0.0.1:{cts_port}", pebble_mgmt_url=f"https://127.0.0.1:{mgmt_port}",
+        dns_server=f"127.0.0.1:{dns_port}",
     )
     try:
-        _start_acme(sb, acme_port, mgmt_port, dns_port, cts_port, cert_validity_seconds, nonce_reject_percent)
+        _start_acme(sb, acme_port, mgmt_port, dns_port, cts_port, cert_validity_seconds, nonce_reject_percent,
+                    authz_reuse_percent)
         _create_user(sb)
         _start_sshd(sb)
         _start_nginx(sb)
@@ -179,7 +194,7 @@ def stop_sandbox(sb: Sandbox) -> None:
 # --- the parts -------------------------------------------------------------------------
 
 def _start_acme(sb: Sandbox, acme_port: int, mgmt_port: int, dns_port: int, cts_port: int,
-                validity: int | None, nonce_reject: int) -> None:
+                validity: int | None, nonce_reject: int, authz_reuse: int | None = None) -> None:
     d = sb.root / "pebble"
     d.mkdir()
     ca_key, ca_cert = _make_ca("pelican-https sandbox API CA")
@@ -201,8 +216,11 @@ def _start_acme(sb: Sandbox, acme_port: int, mgmt_port: int, dns_port: int, cts_
         d / "challtestsrv.log")
     _wait_for_port(cts_port, "pebble-challtestsrv", d / "challtestsrv.log")
     env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT=str(nonce_reject))
-    sb.pids["pebble"] = _spawn(["pebble", "-config", str(d / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns_port}"],
-                               d / "pebble.log", env=env)
+    if authz_reuse is not None:
+        env["PEBBLE_AUTHZREUSE"] = str(authz_reuse)
+    sb.pebble_argv = ["pebble", "-config", str(d / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns_port}"]
+    sb.pebble_env = env
+    sb.pids["pebble"] = _spawn(sb.pebble_argv, d / "pebble.log", env=env)
     _wait_for(lambda: _get(sb.acme_directory, sb.acme_ca_bundle), "Pebble", d / "pebble.log")
 
 
