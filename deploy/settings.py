@@ -194,7 +194,7 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
         raise SettingsError(f"DEPLOY_ACME_DIRECTORY={values['DEPLOY_ACME_DIRECTORY']!r}: expected 'letsencrypt', 'letsencrypt-staging' or an https:// directory URL")
 
     email = values["DEPLOY_ACME_EMAIL"]
-    if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
+    if email is not None and (not isinstance(email, str) or not _EMAIL.fullmatch(email)):
         raise SettingsError(f"DEPLOY_ACME_EMAIL={email!r}: expected an e-mail address such as 'you@example.com', or None")
 
     nginx = values["DEPLOY_NGINX"]
@@ -202,7 +202,7 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
         raise SettingsError(f"DEPLOY_NGINX={nginx!r}: expected a list of command words such as ['sudo', '-n', '/usr/sbin/nginx']")
 
     user = values["DEPLOY_USER"]
-    if not isinstance(user, str) or not _USER_NAME.match(user):
+    if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
         raise SettingsError(f"DEPLOY_USER={user!r}: expected a Unix user name such as 'deploy'")
 
     verify_address = values["DEPLOY_VERIFY_ADDRESS"]
@@ -256,7 +256,7 @@ def validate_domain(name: str, value: Any) -> str:
     except UnicodeError as exc:
         raise SettingsError(f"{name}: {value!r} is not a valid domain name ({exc}); expected e.g. 'blog.example.com'") from exc
     labels = ascii_name.split(".")
-    if len(labels) < 2 or len(ascii_name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+    if len(labels) < 2 or len(ascii_name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
         raise SettingsError(f"{name}: {value!r} is not a valid domain name; expected dot-separated labels of letters, digits and '-', e.g. 'blog.example.com' (no wildcards, spaces or punctuation)")
     return ascii_name
 
@@ -379,6 +379,6 @@ def _local_file(name: str, value: Any, base: Path) -> Path | None:
 
 def _remote_path(name: str, value: Any) -> PurePosixPath:
     # These paths reach shell commands (quoted) and the nginx config: allow only plain characters.
-    if not isinstance(value, str) or not _SAFE_PATH.match(value) or "/../" in value + "/" or value.rstrip("/") == "":
+    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in value + "/" or value.rstrip("/") == "":
         raise SettingsError(f"{name}={value!r}: expected an absolute path of letters, digits and . _ - / @ + (no spaces, quotes or '..')")
     return PurePosixPath(value)
