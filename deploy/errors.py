@@ -25,6 +25,10 @@ class UploadError(DeployError):
     """The release could not be built or uploaded."""
 
 
+class LockError(DeployError):
+    """Another deploy holds the server's deploy lock, or the lock could not be taken."""
+
+
 class CertificateError(DeployError):
     """The certificate could not be obtained or installed."""
 

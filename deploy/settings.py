@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "DEPLOY_REMOTE_ROOT": None,  # default: /srv/www/<site name>
     "DEPLOY_STATE_DIR": None,  # default: /var/lib/pelican-https/<site name>
     "DEPLOY_KEEP_RELEASES": 5,
+    "DEPLOY_LOCK_TIMEOUT": 300,  # seconds a deploy waits for another one on the same site
+    "DEPLOY_SKIP_UNCHANGED": True,  # nothing changed since the live release: make no new release
     "DEPLOY_ACME_DIRECTORY": "letsencrypt",
     "DEPLOY_ACME_EMAIL": None,
     "DEPLOY_ACME_CA_BUNDLE": None,  # CA file to trust for a private ACME server (Pebble)
@@ -76,6 +78,8 @@ class DeploySettings:
     remote_root: PurePosixPath
     state_dir: PurePosixPath
     keep_releases: int
+    lock_timeout: int
+    skip_unchanged: bool
     acme_directory: str
     acme_email: str | None
     acme_ca_bundle: Path | None
@@ -229,6 +233,8 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
         remote_root=_remote_path("DEPLOY_REMOTE_ROOT", values["DEPLOY_REMOTE_ROOT"] or f"/srv/www/{site_name}"),
         state_dir=_remote_path("DEPLOY_STATE_DIR", values["DEPLOY_STATE_DIR"] or f"/var/lib/pelican-https/{site_name}"),
         keep_releases=_int("DEPLOY_KEEP_RELEASES", values["DEPLOY_KEEP_RELEASES"], 1, 1000),
+        lock_timeout=_int("DEPLOY_LOCK_TIMEOUT", values["DEPLOY_LOCK_TIMEOUT"], 0, 86400),
+        skip_unchanged=_bool("DEPLOY_SKIP_UNCHANGED", values["DEPLOY_SKIP_UNCHANGED"]),
         acme_directory=acme_directory,
         acme_email=email,
         acme_ca_bundle=_local_file("DEPLOY_ACME_CA_BUNDLE", values["DEPLOY_ACME_CA_BUNDLE"], base),
