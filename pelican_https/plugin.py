@@ -25,6 +25,12 @@ from .report import Collector, Report
 from .rewrite import Rules, rewrite, syntax_for
 
 logger = logging.getLogger(__name__)
+# The end-of-build report: Pelican's loggers drop a message already logged in
+# this process, which would hide the report of every rebuild after the first
+# one (pelican --autoreload); this logger keeps every line.
+report_logger = logging.getLogger("pelican_https.report")
+if hasattr(report_logger, "disable_filter"):
+    report_logger.disable_filter()
 
 
 class InsecureOutputError(RuntimeError):
@@ -242,7 +248,7 @@ def on_finalized(pelican) -> None:
 def _emit(report: Report) -> None:
     level = logging.WARNING if report.insecure_subresources else logging.INFO
     for line in report.text_lines():
-        logger.log(level, "%s", line)
+        report_logger.log(level, "%s", line)
 
 
 def _write_report(path: str, report: Report) -> None:

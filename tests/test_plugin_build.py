@@ -1,0 +1,208 @@
+"""Real Pelican builds of tests/fixtures/rewrite_site with the plugin."""
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from pelican import Pelican
+from pelican.plugins import signals
+from pelican.settings import read_settings
+from pelican.writers import Writer
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "rewrite_site")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+EXPECTED_REPORT = [
+    "https: scanned 19 files, upgraded 45 http URLs in 8 files",
+    "https: 14 insecure subresources remain (browsers block or flag them as mixed content)",
+    "https:   author/tester.html:39: img src http://tracker.example.io/pixel.gif (from posts/first.md)",
+    "https:   author/tester.html:45: img srcset http://photos.example.io/pic@2x.png (from posts/first.md)",
+    "https:   category/notes.html:39: img src http://tracker.example.io/pixel.gif (from posts/first.md)",
+    "https:   category/notes.html:45: img srcset http://photos.example.io/pic@2x.png (from posts/first.md)",
+    "https:   feeds/all.atom.xml:6: escaped img src http://tracker.example.io/pixel.gif (from posts/first.md)",
+    "https:   feeds/all.atom.xml:12: escaped img srcset http://photos.example.io/pic@2x.png (from posts/first.md)",
+    "https:   feeds/all.rss.xml:6: escaped img src http://tracker.example.io/pixel.gif (from posts/first.md)",
+    "https:   feeds/all.rss.xml:12: escaped img srcset http://photos.example.io/pic@2x.png (from posts/first.md)",
+    "https:   first-post.html:45: img src http://tracker.example.io/pixel.gif (from posts/first.md)",
+    "https:   first-post.html:51: img srcset http://photos.example.io/pic@2x.png (from posts/first.md)",
+    "https:   index.html:39: img src http://tracker.example.io/pixel.gif (from posts/first.md)",
+    "https:   index.html:45: img srcset http://photos.example.io/pic@2x.png (from posts/first.md)",
+    "https:   pages/about.html:24: video poster http://media.example.io/poster.jpg (from pages/about.md)",
+    "https:   static/site.css:2: css url() http://fonts.example.io/a.woff2 (from static/site.css)",
+    "https: 0 http links to own hosts remain",
+    "https: 13 http links to other hosts remain "
+    "(blog.example.com.evil.net 6, evilblog.example.com 6, www.w3.org 1)",
+]
+
+OWN_HTTP_IN_ATTRIBUTE = re.compile(
+    r"""(?i)(?:href|src|srcset|poster|content)\s*=\s*["']?http://(?:www\.)?blog\.example\.com(?![\w.-])"""
+)
+
+
+@pytest.fixture
+def site(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "site")
+    return tmp_path / "site"
+
+
+def build(site, **overrides):
+    settings = read_settings(
+        str(site / "pelicanconf.py"),
+        override={"OUTPUT_PATH": str(site / "output"), **overrides},
+    )
+    Pelican(settings).run()
+    return site / "output"
+
+
+def report_lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "pelican_https.report"]
+
+
+def test_report_line_by_line(site, caplog, monkeypatch):
+    monkeypatch.chdir(site)
+    caplog.set_level(logging.INFO)
+    build(site, HTTPS_REPORT_PATH="reports/https.json")
+    assert report_lines(caplog) == EXPECTED_REPORT
+
+    report = json.loads((site / "reports" / "https.json").read_text(encoding="utf-8"))
+    assert (report["files_scanned"], report["files_changed"], report["urls_upgraded"]) == (19, 8, 45)
+    assert report["remaining"] == {"subresources": 14, "own_domain_links": 0, "other_links": 13}
+    assert report["siteurl_insecure"] is False
+    assert report["subresources"][-1] == {
+        "output": "static/site.css", "line": 2, "url": "http://fonts.example.io/a.woff2",
+        "where": "css url()", "source": "static/site.css",
+    }
+    assert [f"https:   {item['output']}:{item['line']}: {item['where']} {item['url']} "
+            f"(from {item['source']})" for item in report["subresources"]] == EXPECTED_REPORT[2:16]
+
+
+def test_output_is_upgraded_and_the_rest_kept(site):
+    output = build(site)
+    post = (output / "first-post.html").read_text(encoding="utf-8")
+    assert '<a href="https://blog.example.com/about/">own link</a>' in post
+    assert '<a href="https://blog.example.com/2019/post.html">old-host link</a>' in post  # mapped
+    assert '<a href="HTTPS://WWW.Blog.Example.com/x/">www link</a>' in post  # :80 dropped
+    assert 'src="https://cdn.example.org/img/logo.png"' in post
+    assert 'src="http://tracker.example.io/pixel.gif"' in post
+    assert '<a href="http://blog.example.com.evil.net/">lookalike</a>' in post
+    assert '<a href="http://evilblog.example.com/">other</a>' in post
+    assert "Prose mentions http://blog.example.com/ without a link." in post
+    assert "&quot;http://blog.example.com/&quot;" in post  # the code sample
+    assert ('srcset="https://blog.example.com/images/pic.png 1x, '
+            'http://photos.example.io/pic@2x.png 2x"') in post
+    assert "url('https://blog.example.com/images/bg.png')" in post
+    css = (output / "static" / "site.css").read_text(encoding="utf-8")
+    assert css == (
+        "body { background: url(https://blog.example.com/images/bg.png); }\n"
+        '.x { background: url("http://fonts.example.io/a.woff2"); }\n'
+        "/* http://blog.example.com/commented.png */\n"
+    )
+    atom = (output / "feeds" / "all.atom.xml").read_text(encoding="utf-8")
+    assert 'href="https://blog.example.com/first-post.html"' in atom
+    assert 'src="https://blog.example.com/images/pic.png"' in atom
+    # no own-host http URL is left in any followed attribute of any output file
+    for path in output.rglob("*"):
+        if path.suffix in (".html", ".xml", ".css"):
+            text = path.read_text(encoding="utf-8").replace("&quot;", '"')
+            text = re.sub(r"<pre.*?</pre>", "", text, flags=re.S)
+            assert not OWN_HTTP_IN_ATTRIBUTE.search(text), path
+
+
+def test_second_build_changes_nothing(site):
+    output = build(site)
+    first = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    build(site)
+    second = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    assert second == first
+
+
+def test_audit_mode_changes_no_byte_and_reports_own_links(site, caplog):
+    caplog.set_level(logging.INFO)
+    audited = build(site, HTTPS_REWRITE=False)
+    plain = build(site, PLUGINS=[], OUTPUT_PATH=str(site / "plain"))
+    for path in plain.rglob("*"):
+        if path.is_file():
+            assert (audited / path.relative_to(plain)).read_bytes() == path.read_bytes(), path
+    lines = report_lines(caplog)
+    assert lines[0] == "https: scanned 19 files, upgraded 0 http URLs in 0 files"
+    own = [line for line in lines if "http links to own hosts remain" in line]
+    assert own and not own[0].startswith("https: 0 ")
+    assert ("https:   first-post.html:41: a href http://blog.example.com/about/ (from posts/first.md)"
+            in lines)
+
+
+def test_http_siteurl_warns(site, caplog):
+    caplog.set_level(logging.INFO)
+    build(site, SITEURL="http://blog.example.com")
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "pelican_https.plugin" and r.levelno == logging.WARNING]
+    assert warnings == ["https: SITEURL is 'http://blog.example.com', an http URL; "
+                        "set it to https://blog.example.com"]
+    assert "https: SITEURL is 'http://blog.example.com': http, not https" in report_lines(caplog)
+    # Pelican's own absolute links are http now, and upgraded
+    index = (site / "output" / "index.html").read_text(encoding="utf-8")
+    assert 'href="https://blog.example.com/theme/css/main.css"' in index
+
+
+def test_another_plugins_writer_falls_back_to_rewriting_on_disk(site):
+    def plain_writer(pelican):
+        return Writer
+
+    signals.get_writer.connect(plain_writer)  # connected first: Pelican picks it
+    try:
+        output = build(site)
+    finally:
+        signals.get_writer.disconnect(plain_writer)
+    post = (output / "first-post.html").read_text(encoding="utf-8")
+    assert '<a href="https://blog.example.com/about/">own link</a>' in post
+    atom = (output / "feeds" / "all.atom.xml").read_text(encoding="utf-8")
+    assert 'src="https://blog.example.com/images/pic.png"' in atom
+
+
+def test_linked_static_files_do_not_change_their_source(site):
+    source = site / "content" / "static" / "site.css"
+    before = source.read_bytes()
+    output = build(site, STATIC_CREATE_LINKS=True)
+    assert source.read_bytes() == before
+    assert b"url(https://blog.example.com/images/bg.png)" in (output / "static" / "site.css").read_bytes()
+
+
+def test_non_utf8_static_css_round_trips(site):
+    (site / "content" / "static" / "latin1.css").write_bytes(
+        b"/* caf\xe9 */ a { background: url(http://blog.example.com/\xe9.png) }\n")
+    output = build(site)
+    assert (output / "static" / "latin1.css").read_bytes() == (
+        b"/* caf\xe9 */ a { background: url(https://blog.example.com/\xe9.png) }\n")
+
+
+def run_pelican(site, *overrides):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               COLUMNS="400")
+    command = [sys.executable, "-m", "pelican", "content", "-s", "pelicanconf.py", "-o", "output"]
+    if overrides:
+        command += ["-e", *overrides]
+    return subprocess.run(command, cwd=site, env=env, capture_output=True, text=True)
+
+
+def test_strict_mode_fails_the_pelican_command(site):
+    assert run_pelican(site).returncode == 0
+    strict = run_pelican(site, "HTTPS_STRICT=true")
+    assert strict.returncode != 0
+    assert "HTTPS_STRICT: 14 insecure subresources remain in the output" in strict.stdout + strict.stderr
+
+
+def test_strict_mode_passes_when_nothing_insecure_remains(site):
+    result = run_pelican(site, "HTTPS_STRICT=true", 'HTTPS_UPGRADE_HOSTS=["*.example.io", "cdn.example.org"]')
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_bad_setting_fails_the_pelican_command_with_a_clear_error(site):
+    result = run_pelican(site, 'HTTPS_HOSTS="www.blog.example.com"')
+    assert result.returncode != 0
+    assert ("HTTPS_HOSTS = 'www.blog.example.com' is invalid: expected a list of host names"
+            in result.stdout + result.stderr)
