@@ -60,6 +60,14 @@ def read_version(conn: Connection, settings: DeploySettings) -> tuple[int, ...]:
     return parse_version(out)
 
 
+def certificate_dir(settings: DeploySettings, installed) -> str | None:
+    """The folder of the installed certificate (tls/certs/<id>), for the vhost to name directly."""
+    cert_id = getattr(installed, "cert_id", "") if installed is not None else ""
+    if not cert_id or not re.fullmatch(r"[A-Za-z0-9._-]+", cert_id) or cert_id.startswith("."):
+        return None  # unknown: the renderer falls back to tls/live
+    return str(settings.tls_dir / "certs" / cert_id)
+
+
 def nginx_messages(output: str) -> list[str]:
     """nginx's own [emerg]/[warn]/... lines from `nginx -t` output (all lines if none is tagged)."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
@@ -95,10 +103,13 @@ restore() {{
 }}
 # A dropped SSH session must not leave an untested file in place.
 trap 'restore; exit {_INTERRUPTED}' HUP INT TERM PIPE
-mv -f "$vhost.new" "$vhost" || {{ restore; exit 1; }}
+# The certificate first: the old vhost runs fine on either certificate, the new one may need
+# the new one (first deploy: tls/live does not exist before), and nginx must never see a vhost
+# naming a missing certificate, not even from an `nginx -t` someone else runs meanwhile.
 if [ -n "$new_cert" ]; then
     ln -sfn "$new_cert" "$live.new" && mv -T "$live.new" "$live" || {{ restore; exit 1; }}
 fi
+mv -f "$vhost.new" "$vhost" || {{ restore; exit 1; }}
 if ! {nginx} -t > "$vhost.test" 2>&1; then
     restore
     cat "$vhost.test" >&2
@@ -133,7 +144,7 @@ def apply_config(conn: Connection, settings: DeploySettings, vhost: Vhost, new_c
     warnings = tuple(line for line in nginx_messages(out) if "[warn]" in line)
     for line in warnings:
         log.warning("nginx -t: %s", line)
-    confirm_live(settings, vhost, timeout=confirm_timeout)
+    confirm_live(settings, vhost, timeout=confirm_timeout, warnings=warnings)
     log.info("nginx vhost installed and live (%s)", vhost.vhost_id)
     return Installed(True, warnings)
 
@@ -149,36 +160,50 @@ def _reload_only(conn: Connection, settings: DeploySettings, vhost: Vhost, timeo
     return Installed(True, ())
 
 
-def confirm_live(settings: DeploySettings, vhost: Vhost, timeout: float = 10.0) -> None:
-    """Poll the vhost's probe URL on port 80 until nginx answers it: the new config is running."""
+def confirm_live(settings: DeploySettings, vhost: Vhost, timeout: float = 10.0, warnings: tuple[str, ...] = ()) -> None:
+    """Poll the vhost's probe URL on port 80 until nginx answers it: the new config is running.
+
+    This also catches a vhost nginx does not include, and one shadowed by another site's server
+    block claiming the same name on the same port (nginx only warns about that).
+    """
     if not _wait_until_live(settings, vhost, timeout):
+        warned = "".join(f"\n    nginx -t warned: {line}" for line in warnings)
         raise NginxError(
             f"nginx accepted and reloaded the new vhost, but http://{settings.canonical_domain}:{settings.http_port}"
             f"{vhost.probe_path} did not answer 204 within {timeout:.0f} s. Check that nginx includes "
-            f"{settings.vhost_file} (`fab server-setup` links it into sites-enabled or conf.d) and that "
+            f"{settings.vhost_file} (`fab server-setup` links it into sites-enabled or conf.d), that no other "
+            f"site claims the same server_name on the same port, and that "
             f"{settings.verify_address or settings.canonical_domain} reaches this server on port {settings.http_port}."
+            + warned
         )
 
 
-def _wait_until_live(settings: DeploySettings, vhost: Vhost, timeout: float) -> bool:
+def _wait_until_live(settings: DeploySettings, vhost: Vhost, timeout: float, in_a_row: int = 3) -> bool:
+    """True once the probe answers 204 several times in a row.
+
+    In a row: for a moment after a reload, old workers (told to quit) and new ones share the
+    listening sockets; one answer from a new worker is not yet "every connection gets the new config".
+    """
     address = settings.verify_address or settings.canonical_domain
     host = settings.canonical_domain + ("" if settings.http_port == 80 else f":{settings.http_port}")
     deadline = time.monotonic() + timeout
+    hits = 0
     while True:
         conn = http.client.HTTPConnection(address, settings.http_port, timeout=5)
         try:
             conn.request("GET", vhost.probe_path, headers={"Host": host})
             response = conn.getresponse()
             response.read()
-            if response.status == 204:
-                return True
+            hits = hits + 1 if response.status == 204 else 0
         except (OSError, http.client.HTTPException):
-            pass
+            hits = 0
         finally:
             conn.close()
+        if hits >= in_a_row:
+            return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(0.02 if hits else 0.05)
 
 
 def _install_error(exc: RemoteCommandFailed) -> NginxError:

@@ -49,14 +49,17 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
             # (first deploy): a port-80-only vhost, since a vhost naming a missing certificate fails
             # `nginx -t`. Otherwise the full vhost on the current certificate, so that names added
             # to DEPLOY_DOMAINS are answered too. Unchanged vhost: no reload.
-            nginx.apply_config(conn, settings, nginx.render_vhost(settings, version, with_tls=installed is not None))
+            nginx.apply_config(conn, settings, nginx.render_vhost(
+                settings, version, with_tls=installed is not None,
+                certificate_dir=nginx.certificate_dir(settings, installed)))
             issued = certificates.obtain(conn, settings, replaces=decision.replaces)
             new_cert = str(certificates.stage_certificate(conn, settings, issued))
             serial, not_after = issued.certificate.serial_number, issued.certificate.not_valid_after_utc
         else:
             serial, not_after = installed.certificate.serial_number, installed.certificate.not_valid_after_utc
 
-        nginx.apply_config(conn, settings, nginx.render_vhost(settings, version, with_tls=True), new_cert)
+        nginx.apply_config(conn, settings, nginx.render_vhost(
+            settings, version, with_tls=True, certificate_dir=new_cert or nginx.certificate_dir(settings, installed)), new_cert)
         if release_id:
             upload.activate(conn, settings, release_id)
         verify.verify_site(settings, expected_serial=serial)

@@ -21,7 +21,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .certificates import LIVE  # settings.tls_dir / LIVE -> certs/<id>, switched with the vhost
+from .certificates import LIVE  # settings.tls_dir / LIVE -> certs/<id>: the fallback certificate path
 from .errors import SettingsError
 from .settings import DeploySettings
 
@@ -63,8 +63,16 @@ class Vhost:
         return self.probe_path.removeprefix(PROBE_PREFIX)
 
 
-def render_vhost(settings: DeploySettings, nginx_version: tuple[int, ...], *, with_tls: bool) -> Vhost:
-    """The site's vhost. ``with_tls=False`` (first deploy, no certificate yet): only the port-80 part."""
+def render_vhost(settings: DeploySettings, nginx_version: tuple[int, ...], *, with_tls: bool,
+                 certificate_dir: str | None = None) -> Vhost:
+    """The site's vhost. ``with_tls=False`` (first deploy, no certificate yet): only the port-80 part.
+
+    ``certificate_dir`` is the certificate's own folder (tls/certs/<id>), named in the text rather
+    than the tls/live symlink: nginx opens the chain and the key one after the other, and through a
+    symlink switched in between it could pair the old chain with the new key ("key values
+    mismatch"). Naming the folder makes the vhost's rename the one atomic switch, and a new
+    certificate changes the text and its probe. ``None`` falls back to tls/live.
+    """
     canonical = _word("DEPLOY_DOMAINS", settings.canonical_domain)
     aliases = [_word("DEPLOY_DOMAINS", d) for d in settings.domains if d != settings.canonical_domain]
     origin = _origin(settings, canonical)
@@ -78,9 +86,10 @@ def render_vhost(settings: DeploySettings, nginx_version: tuple[int, ...], *, wi
     else:
         parts.append(_http_server(settings, [canonical, *aliases], origin, default=settings.nginx_default_server))
     if with_tls:
-        parts.append(_tls_site_server(settings, nginx_version, canonical))
+        certificate = _word("DEPLOY_STATE_DIR", str(certificate_dir or settings.tls_dir / LIVE))
+        parts.append(_tls_site_server(settings, nginx_version, canonical, certificate))
         if aliases:
-            parts.append(_tls_redirect_server(settings, nginx_version, aliases, origin))
+            parts.append(_tls_redirect_server(settings, nginx_version, aliases, origin, certificate))
     draft = "".join(parts)
     vhost_id = hashlib.sha256(draft.encode()).hexdigest()[:16]
     return Vhost(draft.replace(_PROBE_PLACEHOLDER, vhost_id), PROBE_PREFIX + vhost_id)
@@ -122,7 +131,7 @@ server {{
 """
 
 
-def _tls_site_server(settings: DeploySettings, nginx_version: tuple[int, ...], canonical: str) -> str:
+def _tls_site_server(settings: DeploySettings, nginx_version: tuple[int, ...], canonical: str, certificate: str) -> str:
     csp = ('    # Safety net for insecure references the build could not upgrade.\n'
            '    add_header Content-Security-Policy "upgrade-insecure-requests" always;\n'
            if settings.csp_upgrade_insecure else "")
@@ -130,7 +139,7 @@ def _tls_site_server(settings: DeploySettings, nginx_version: tuple[int, ...], c
     return f"""
 # The site, on its canonical name.
 server {{
-{_tls_head(settings, nginx_version, [canonical], settings.nginx_default_server)}{csp}
+{_tls_head(settings, nginx_version, [canonical], settings.nginx_default_server, certificate)}{csp}
     root {site_root};
     index index.html;
     charset utf-8;
@@ -157,28 +166,29 @@ server {{
 """
 
 
-def _tls_redirect_server(settings: DeploySettings, nginx_version: tuple[int, ...], aliases: list[str], origin: str) -> str:
+def _tls_redirect_server(settings: DeploySettings, nginx_version: tuple[int, ...], aliases: list[str], origin: str,
+                         certificate: str) -> str:
     return f"""
 # Every other name redirects to the canonical one, on https too (with HSTS for the name itself).
 server {{
-{_tls_head(settings, nginx_version, aliases, False)}
+{_tls_head(settings, nginx_version, aliases, False, certificate)}
     return 301 {origin}$request_uri;
 }}
 """
 
 
-def _tls_head(settings: DeploySettings, nginx_version: tuple[int, ...], names: list[str], default: bool) -> str:
+def _tls_head(settings: DeploySettings, nginx_version: tuple[int, ...], names: list[str], default: bool,
+              certificate: str) -> str:
     modern_http2 = tuple(nginx_version) >= HTTP2_ON_FROM
     options = ["ssl"] if modern_http2 else ["ssl", "http2"]
     http2 = "http2 on;" if modern_http2 else f"# HTTP/2 is switched on in the listen lines (nginx {_version(nginx_version)} < 1.25.1)"
-    live = settings.tls_dir / LIVE
     return f"""\
 {_listens(settings, settings.https_port, options, default)}    server_name {" ".join(names)};
     {http2}
     server_tokens off;
 
-    ssl_certificate {_word("DEPLOY_STATE_DIR", str(live / "fullchain.pem"))};
-    ssl_certificate_key {_word("DEPLOY_STATE_DIR", str(live / "privkey.pem"))};
+    ssl_certificate {certificate}/fullchain.pem;
+    ssl_certificate_key {certificate}/privkey.pem;
     # Mozilla intermediate (guidelines 6.0): TLS 1.2 and 1.3, ECDHE AEAD ciphers, the client picks
     # (all are strong), no dhparam (no DHE), no OCSP stapling (Let's Encrypt ended OCSP in 2025).
     ssl_protocols {INTERMEDIATE_PROTOCOLS};

@@ -47,9 +47,14 @@ def make_settings(**overrides):
     return settings_from_mapping(BASE | overrides)
 
 
-def render_case(name: str):
+CERT_ID = "20261127T090000123456Z-4a1f00d2c3b4a5968778695a4b3c2d1e0f"
+
+
+def render_case(name: str, **overrides):
     values, version, with_tls = CASES[name]
-    return render_vhost(make_settings(**values), version, with_tls=with_tls)
+    settings = make_settings(**values | overrides)
+    return render_vhost(settings, version, with_tls=with_tls,
+                        certificate_dir=str(settings.tls_dir / "certs" / CERT_ID) if with_tls else None)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -190,6 +195,19 @@ def test_site_server_caching_gzip_and_404():
     assert "root /srv/www/blog.example.com/current;" in site
 
 
+def test_the_vhost_names_the_certificate_folder_so_one_rename_switches_chain_and_key():
+    settings = make_settings(DEPLOY_DOMAINS=["blog.example.com", "www.blog.example.com"])
+    one = render_vhost(settings, (1, 22, 1), with_tls=True, certificate_dir="/var/lib/p/tls/certs/one")
+    two = render_vhost(settings, (1, 22, 1), with_tls=True, certificate_dir="/var/lib/p/tls/certs/two")
+    assert one.probe_path != two.probe_path  # a new certificate: new text, reload, new probe
+    assert one.text.count("ssl_certificate /var/lib/p/tls/certs/one/fullchain.pem;") == 2
+    assert one.text.count("ssl_certificate_key /var/lib/p/tls/certs/one/privkey.pem;") == 2
+    fallback = render_vhost(settings, (1, 22, 1), with_tls=True).text
+    assert "ssl_certificate /var/lib/pelican-https/blog.example.com/tls/live/fullchain.pem;" in fallback
+    with pytest.raises(SettingsError, match="refusing to write"):
+        render_vhost(settings, (1, 22, 1), with_tls=True, certificate_dir="/var/lib/p/tls/certs/x;y")
+
+
 def test_probe_path_names_the_exact_text():
     a = render_case("tls-nginx1.22-one-domain")
     b = render_case("tls-nginx1.22-one-domain")
@@ -278,12 +296,13 @@ def test_rendered_vhost_passes_real_nginx_t(name, tmp_path):
     values, version, with_tls = CASES[name]
     values = values | {"DEPLOY_REMOTE_ROOT": str(tmp_path / "www"), "DEPLOY_STATE_DIR": str(tmp_path / "state")}
     settings = make_settings(**values)
-    live = tmp_path / "state" / "tls" / "live"
-    live.mkdir(parents=True)
-    _self_signed(live / "fullchain.pem", live / "privkey.pem")
+    certificate = tmp_path / "state" / "tls" / "certs" / CERT_ID
+    certificate.mkdir(parents=True)
+    _self_signed(certificate / "fullchain.pem", certificate / "privkey.pem")
     (tmp_path / "conf").mkdir()
     (tmp_path / "logs").mkdir()
-    (tmp_path / "conf" / "vhost.conf").write_text(render_vhost(settings, version, with_tls=with_tls).text)
+    vhost = render_vhost(settings, version, with_tls=with_tls, certificate_dir=str(certificate))
+    (tmp_path / "conf" / "vhost.conf").write_text(vhost.text)
     (tmp_path / "conf" / "nginx.conf").write_text(f"""\
 pid {tmp_path}/logs/nginx.pid;
 error_log {tmp_path}/logs/error.log;
