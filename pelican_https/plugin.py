@@ -51,8 +51,9 @@ class _Build:
         self.content_of_output: dict[str, object] = {}  # output -> article/page
         self.static_source: dict[str, str] = {}  # output (relative) -> source
         self.contents: list[object] = []
-        self.seconds = 0.0  # time spent in this plugin, for the report
+        self.seconds = 0.0  # CPU time spent in this plugin, for the report
         self.verdicts: dict = {}  # rewrite()'s memo, shared by all files
+        self._source_by_url: dict[str, str | None] = {}
 
     def relative(self, path: str) -> str:
         return os.path.relpath(path, self.output_path).replace(os.sep, "/")
@@ -83,13 +84,16 @@ class _Build:
         if output in self.static_source:
             return self.static_source[output]
         own = self.content_of_output.get(os.path.join(self.output_path, output))
-        candidates = [own] if own is not None else []
-        candidates += self.contents
-        escaped = url.replace("&", "&amp;")
-        for content in candidates:
-            if _mentions(content, url) or _mentions(content, escaped):
-                return self._display(content.source_path)
-        return None
+        if own is not None and _mentions(own, url):
+            return self._display(own.source_path)
+        if url not in self._source_by_url:  # one search per URL, not per finding
+            escaped = url.replace("&", "&amp;")
+            self._source_by_url[url] = next(
+                (self._display(content.source_path) for content in self.contents
+                 if _mentions(content, url) or _mentions(content, escaped)),
+                None,
+            )
+        return self._source_by_url[url]
 
     def _display(self, source_path: str) -> str:
         path = os.path.relpath(os.path.abspath(source_path), self.content_path)
@@ -145,9 +149,9 @@ class _RewriteOnClose(io.StringIO):
         with self._file:
             build = _build
             if build is not None:
-                started = time.perf_counter()
+                started = time.process_time()
                 text = build.rewrite_text(self._path, text)
-                build.seconds += time.perf_counter() - started
+                build.seconds += time.process_time() - started
             self._file.write(text)
 
 
@@ -167,12 +171,12 @@ def _timed(receiver):
     """Add the receiver's run time to the build's own-time counter."""
     @wraps(receiver)
     def timed(*args, **kwargs):
-        started = time.perf_counter()
+        started = time.process_time()
         try:
             return receiver(*args, **kwargs)
         finally:
             if _build is not None:
-                _build.seconds += time.perf_counter() - started
+                _build.seconds += time.process_time() - started
     return timed
 
 
@@ -223,7 +227,7 @@ def on_finalized(pelican) -> None:
     build = _build
     if build is None:
         return
-    started = time.perf_counter()
+    started = time.process_time()
     extensions = build.settings.file_extensions
     for directory, _, files in os.walk(build.output_path):
         for name in files:
@@ -233,7 +237,7 @@ def on_finalized(pelican) -> None:
                     build.rewrite_file(path)
     report = build.collector.report(
         build.source_of, build.siteurl, build.settings.site_scheme == "http",
-        seconds=build.seconds + time.perf_counter() - started,
+        seconds=build.seconds + time.process_time() - started,
     )
     _emit(report)
     if build.settings.report_path:

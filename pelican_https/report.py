@@ -76,14 +76,15 @@ class Report:
     remaining: dict[str, list[Remaining]]
     siteurl: str | None = None
     siteurl_insecure: bool = False
-    seconds: float = 0.0  # the plugin's own time in the build
+    seconds: float = 0.0  # the plugin's own CPU time in the build
 
     @property
     def insecure_subresources(self) -> int:
         return len(self.remaining[SUBRESOURCES])
 
-    def text_lines(self) -> list[str]:
-        """The report as printed at the end of the build, one line per item."""
+    def text_lines(self, max_items: int = 100) -> list[str]:
+        """The report as printed at the end of the build, one line per item
+        (at most ``max_items`` per kind; the JSON report lists them all)."""
         subresources = self.remaining[SUBRESOURCES]
         own_links = self.remaining[OWN_DOMAIN_LINKS]
         other_links = self.remaining[OTHER_LINKS]
@@ -97,9 +98,9 @@ class Report:
             f"https: {len(subresources)} insecure subresources remain "
             "(browsers block or flag them as mixed content)"
         )
-        lines += [f"https:   {_item(item)}" for item in subresources]
+        lines += _items(subresources, max_items)
         lines.append(f"https: {len(own_links)} http links to own hosts remain")
-        lines += [f"https:   {_item(item)}" for item in own_links]
+        lines += _items(own_links, max_items)
         hosts = Counter(urlsplit(item.url).hostname or "?" for item in other_links)
         summary = ", ".join(f"{host} {count}" for host, count in
                             sorted(hosts.items(), key=lambda hc: (-hc[1], hc[0]))[:5])
@@ -117,7 +118,7 @@ class Report:
                 "urls_upgraded": self.urls_upgraded,
                 "siteurl": self.siteurl,
                 "siteurl_insecure": self.siteurl_insecure,
-                "seconds": round(self.seconds, 4),
+                "cpu_seconds": round(self.seconds, 4),
                 "remaining": {kind: len(items) for kind, items in self.remaining.items()},
                 **{
                     kind: [item.__dict__ for item in items]
@@ -127,6 +128,14 @@ class Report:
             indent=2,
             ensure_ascii=False,
         ) + "\n"
+
+
+def _items(items: list[Remaining], max_items: int) -> list[str]:
+    lines = [f"https:   {_item(item)}" for item in items[:max_items]]
+    if len(items) > max_items:
+        lines.append(f"https:   ... and {len(items) - max_items} more (all of them in the "
+                     "JSON report, see HTTPS_REPORT_PATH)")
+    return lines
 
 
 def _item(item: Remaining) -> str:

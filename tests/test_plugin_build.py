@@ -206,3 +206,22 @@ def test_bad_setting_fails_the_pelican_command_with_a_clear_error(site):
     assert result.returncode != 0
     assert ("HTTPS_HOSTS = 'www.blog.example.com' is invalid: expected a list of host names"
             in result.stdout + result.stderr)
+
+
+def test_text_report_lists_at_most_max_items_per_kind():
+    from pelican_https.report import Collector
+    from pelican_https.rewrite import Rules, rewrite
+
+    collector = Collector()
+    page = "".join(f'<img src="http://x.example.io/{i}.png">\n' for i in range(5))
+    collector.add("page.html", rewrite(page, Rules(own_hosts=frozenset()), "html"), False)
+    lines = collector.report(lambda output, url: None).text_lines(max_items=2)
+    assert lines == [
+        "https: scanned 1 files, upgraded 0 http URLs in 0 files",
+        "https: 5 insecure subresources remain (browsers block or flag them as mixed content)",
+        "https:   page.html:1: img src http://x.example.io/0.png (from the theme, settings or a static file)",
+        "https:   page.html:2: img src http://x.example.io/1.png (from the theme, settings or a static file)",
+        "https:   ... and 3 more (all of them in the JSON report, see HTTPS_REPORT_PATH)",
+        "https: 0 http links to own hosts remain",
+        "https: 0 http links to other hosts remain",
+    ]
