@@ -40,10 +40,10 @@ def admin_script(settings: DeploySettings, nginx_include_dir: str | None = None)
     q = shlex.quote
     user = q(settings.user)
     vhost = q(str(settings.vhost_file))
-    include = (
-        f"include_dir={q(nginx_include_dir)}"
+    link = (
+        f"ln -sfn {vhost} {q(nginx_include_dir)}/{q(settings.site_name + '.conf')}"
         if nginx_include_dir
-        else "if [ -d /etc/nginx/sites-enabled ]; then include_dir=/etc/nginx/sites-enabled; else include_dir=/etc/nginx/conf.d; fi"
+        else nginx_link_script(settings)
     )
     sudoers = sudoers_file(settings)
     return "\n".join([
@@ -54,15 +54,41 @@ def admin_script(settings: DeploySettings, nginx_include_dir: str | None = None)
         f"# private state (certificate key, ACME account keys, the vhost): the deploy user only",
         f"install -d -o {user} -g {user} -m 700 {q(str(settings.state_dir))} {q(str(settings.vhost_file.parent))}",
         f"[ -e {vhost} ] || install -o {user} -g {user} -m 644 /dev/null {vhost}",
-        f"# nginx includes the site's vhost through one symlink",
-        include,
-        f'ln -sfn {vhost} "$include_dir"/{q(settings.site_name + ".conf")}',
+        f"# nginx includes the site's vhost through a symlink",
+        link,
         f"# sudo for exactly `nginx -t` and `nginx -s reload`",
         f"printf '%s' {q(sudoers_rule(settings))} > {q(sudoers + '.tmp')}",
         f"chmod 440 {q(sudoers + '.tmp')}",
         f"visudo -cf {q(sudoers + '.tmp')} >/dev/null",
         f"mv {q(sudoers + '.tmp')} {q(sudoers)}",
         "",
+    ])
+
+
+def nginx_link_script(settings: DeploySettings, conf_dir: str = "/etc/nginx") -> str:
+    """Shell lines that detect the distribution's nginx layout and link the vhost into it.
+
+    Detected here, as root, because only root may write nginx's folders; the deploy then proves
+    the link works by asking nginx for the vhost's probe URL after each reload. The layout counts
+    only if nginx.conf really includes it: Debian/Ubuntu's sites-enabled (the vhost goes to
+    sites-available, enabled by a relative link, as a2ensite-style tools expect), else conf.d.
+    """
+    q = shlex.quote
+    return "\n".join([
+        f"conf_dir={q(conf_dir)}; vhost={q(str(settings.vhost_file))}; name={q(settings.site_name + '.conf')}",
+        'if [ -d "$conf_dir/sites-enabled" ] && grep -Eq "^[[:space:]]*include[[:space:]]+$conf_dir/sites-enabled/" "$conf_dir/nginx.conf"; then',
+        '    install -d -m 755 "$conf_dir/sites-available"',
+        '    ln -sfn "$vhost" "$conf_dir/sites-available/$name"',
+        '    ln -sfn "../sites-available/$name" "$conf_dir/sites-enabled/$name"',
+        '    echo "nginx layout: sites-available + sites-enabled ($conf_dir/sites-enabled/$name)"',
+        'elif [ -d "$conf_dir/conf.d" ] && grep -Eq "^[[:space:]]*include[[:space:]]+$conf_dir/conf[.]d/[*][.]conf" "$conf_dir/nginx.conf"; then',
+        '    ln -sfn "$vhost" "$conf_dir/conf.d/$name"',
+        '    echo "nginx layout: conf.d ($conf_dir/conf.d/$name)"',
+        "else",
+        '    echo "$conf_dir/nginx.conf includes neither $conf_dir/sites-enabled/ nor $conf_dir/conf.d/*.conf:" \\',
+        '         "add \\`include $conf_dir/conf.d/*.conf;\\` to its http block, then run this script again" >&2',
+        "    exit 1",
+        "fi",
     ])
 
 
