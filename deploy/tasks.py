@@ -50,6 +50,32 @@ def renew(c, settings=DEFAULT_SETTINGS, force=False):
     _summary(result)
 
 
+@task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})",
+            "to": "release id to switch to (default: the one before the live release)"})
+@_cli_errors
+def rollback(c, settings=DEFAULT_SETTINGS, to=None):
+    """Switch the live site back to the previous release (or --to ID), atomically; reloads nothing."""
+    new, old = pipeline.rollback(load_settings(settings), to)
+    print(f"release {new} is live (was {old or 'none'})")
+
+
+@task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})
+@_cli_errors
+def releases(c, settings=DEFAULT_SETTINGS):
+    """List the releases on the server: id, time, size, and which one is live."""
+    for r in pipeline.list_releases(load_settings(settings)):
+        print(f"{'*' if r.live else ' '} {r.id}  {r.time:%Y-%m-%d %H:%M:%S} UTC  {r.size / 1e6:8.2f} MB{'  (live)' if r.live else ''}")
+
+
+@task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})
+@_cli_errors
+def status(c, settings=DEFAULT_SETTINGS):
+    """Per domain: issuer, serial, valid until; next renewal and why; CA directory; last deploy. Changes nothing."""
+    from . import status as status_module
+    values = load_settings(settings)
+    print(status_module.report(status_module.collect(values), values))
+
+
 @task(name="server-setup", help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})
 @_cli_errors
 def server_setup(c, settings=DEFAULT_SETTINGS):

@@ -1,2 +1,2 @@
 # `fab deploy` (or `fab deploy --settings sandboxconf.py` for a rehearsal on the local sandbox).
-from deploy.tasks import deploy, renew, server_setup  # noqa: F401
+from deploy.tasks import deploy, releases, renew, rollback, server_setup, status  # noqa: F401

@@ -1,0 +1,124 @@
+"""Certificate benchmark: `fab renew --force` vs `certbot certonly --webroot`, same Pebble, fresh orders.
+
+    python benchmarks/certificates/run.py [--runs 9] [--certbot /opt/certbot-bench/bin/certbot]
+
+Starts its own sandbox with authorization reuse off (every order needs fresh HTTP-01 validations,
+for both clients), deploys example_site once, then times, alternating:
+  - `fab renew --force` (the whole certificate stage of a deploy: SSH, pre-check, ACME order,
+    install behind `nginx -t`, reload, verification over https), as a blogger runs it;
+  - `certbot certonly --webroot --force-renewal` into the same challenge folder, same nginx.
+Also reports the cost of the check when nothing is due: SSH round trips and wall time, in process.
+certbot is not a project dependency: install it in its own venv for this benchmark only:
+    python -m venv /opt/certbot-bench && /opt/certbot-bench/bin/pip install certbot
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from deploy import certificates  # noqa: E402
+from deploy.connection import connect  # noqa: E402
+from deploy.sandbox import start_sandbox, stop_sandbox  # noqa: E402
+from deploy.settings import load_settings  # noqa: E402
+
+
+def timed(argv, **kwargs) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, argv))} failed:\n{result.stdout}\n{result.stderr}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--certbot", default="/opt/certbot-bench/bin/certbot")
+    args = parser.parse_args()
+    if not Path(args.certbot).exists():
+        raise SystemExit(f"certbot not found at {args.certbot}: python -m venv /opt/certbot-bench && "
+                         "/opt/certbot-bench/bin/pip install certbot")
+
+    sb = start_sandbox(authz_reuse_percent=0)
+    work = Path(tempfile.mkdtemp(prefix="cert-bench-"))
+    try:
+        blog = work / "blog"
+        shutil.copytree(ROOT / "example_site", blog, ignore=shutil.ignore_patterns("output", "__pycache__"))
+        target = blog / "sandbox-target.json"
+        target.write_text(json.dumps(sb.add_site("bench")))
+        env = dict(os.environ, PELICAN_HTTPS_SANDBOX=str(target))
+        fab = [str(Path(sys.executable).with_name("fab")), "--settings", "sandboxconf.py"]
+        timed([sys.executable, "-m", "pelican", "content", "-s", "sandboxconf.py"], cwd=blog, env=env)
+        timed([fab[0], "deploy", *fab[1:]], cwd=blog, env=env)
+
+        os.environ["PELICAN_HTTPS_SANDBOX"] = str(target)
+        sys.path.insert(0, str(blog))
+        os.chdir(blog)
+        settings = load_settings(blog / "sandboxconf.py")
+        domains = [a for d in settings.domains for a in ("-d", d)]
+        cb = work / "certbot"
+        certbot = [args.certbot, "certonly", "--webroot", "-w", str(settings.challenge_root), *domains,
+                   "--server", settings.acme_directory, "--agree-tos", "--register-unsafely-without-email",
+                   "--non-interactive", "--force-renewal", "--config-dir", str(cb / "config"),
+                   "--work-dir", str(cb / "work"), "--logs-dir", str(cb / "logs")]
+        certbot_env = dict(os.environ, REQUESTS_CA_BUNDLE=str(sb.acme_ca_bundle))
+        # Warm-up (not counted): certbot registers its account; ours exists since the deploy.
+        timed(certbot, env=certbot_env)
+        timed([fab[0], "renew", "--force", *fab[1:]], cwd=blog, env=env)
+
+        ours, theirs = [], []
+        for _ in range(args.runs):
+            ours.append(timed([fab[0], "renew", "--force", *fab[1:]], cwd=blog, env=env))
+            theirs.append(timed(certbot, env=certbot_env))
+
+        # Nothing due: the check alone, in process (what a deploy adds for the certificate).
+        conn = connect(settings)
+        transport = conn.client.get_transport()
+        opened = []
+        original = transport.open_session
+        transport.open_session = lambda *a, **k: opened.append(1) or original(*a, **k)
+        checks = []
+        try:
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                check = certificates.check(conn, settings, dt.datetime.now(dt.timezone.utc))
+                checks.append(time.perf_counter() - start)
+                assert check.decision.action == "keep", check.decision
+        finally:
+            conn.close()
+        idle_renew = [timed([fab[0], "renew", *fab[1:]], cwd=blog, env=env) for _ in range(3)]
+
+        med = statistics.median
+        report = {
+            "runs": args.runs,
+            "fab_renew_force_wall_s": {"median": round(med(ours), 3), "min": round(min(ours), 3), "max": round(max(ours), 3)},
+            "certbot_certonly_webroot_wall_s": {"median": round(med(theirs), 3), "min": round(min(theirs), 3), "max": round(max(theirs), 3)},
+            "ratio_fab_to_certbot": round(med(ours) / med(theirs), 3),
+            "goal": "<= 0.5",
+            "nothing_due_check": {"ssh_round_trips_per_check": len(opened) / args.runs,
+                                  "median_s": round(med(checks), 4)},
+            "fab_renew_nothing_due_wall_s": round(med(idle_renew), 3),
+            "certbot": subprocess.run([args.certbot, "--version"], capture_output=True, text=True).stdout.strip(),
+        }
+        print(json.dumps(report, indent=2))
+    finally:
+        stop_sandbox(sb)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
