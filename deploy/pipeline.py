@@ -12,8 +12,9 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from . import certificates, nginx, upload, verify
+from . import certificates, lock, nginx, upload, verify
 from .connection import connect
+from .remote import Remote
 from .settings import DeploySettings
 
 log = logging.getLogger("pelican_https.deploy")
@@ -30,43 +31,75 @@ class DeployResult:
 
 
 def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: bool = False) -> DeployResult:
-    conn = connect(settings)
+    # Hash the output while SSH connects; the lock is held from here to the end (all stages).
+    # The lock and the upload use their own OpenSSH connection (deploy/remote.py); the lock
+    # shell opens it, in parallel with Fabric's connection for the other stages.
+    local = upload.start_scan(settings) if upload_site else None
+    remote = Remote(settings)
     try:
-        release_id = None
-        if upload_site:
-            release_id = upload.upload_release(conn, settings, upload.new_release_id())
-            log.info("uploaded release %s", release_id)
-
-        version = nginx.read_version(conn, settings)
-        # One SSH round trip (plus the CA's renewal info when it offers ARI); decide() is pure.
-        cert_check = certificates.check(conn, settings, dt.datetime.now(dt.timezone.utc), force=force_renew)
-        installed, decision = cert_check.installed, cert_check.decision
-        log.info("certificate: %s", decision.reason)
-
-        new_cert = None
-        if decision.needs_order:
-            # nginx must answer the challenge for every name before the order. No certificate yet
-            # (first deploy): a port-80-only vhost, since a vhost naming a missing certificate fails
-            # `nginx -t`. Otherwise the full vhost on the current certificate, so that names added
-            # to DEPLOY_DOMAINS are answered too. Unchanged vhost: no reload.
-            nginx.apply_config(conn, settings, nginx.render_vhost(
-                settings, version, with_tls=installed is not None,
-                certificate_dir=nginx.certificate_dir(settings, installed)))
-            issued = certificates.obtain(conn, settings, replaces=decision.replaces)
-            new_cert = str(certificates.stage_certificate(conn, settings, issued))
-            serial, not_after = issued.certificate.serial_number, issued.certificate.not_valid_after_utc
-        else:
-            serial, not_after = installed.certificate.serial_number, installed.certificate.not_valid_after_utc
-
-        nginx.apply_config(conn, settings, nginx.render_vhost(
-            settings, version, with_tls=True, certificate_dir=new_cert or nginx.certificate_dir(settings, installed)), new_cert)
-        if release_id:
-            upload.activate(conn, settings, release_id)
-        verify.verify_site(settings, expected_serial=serial)
-        if release_id:
-            pruned = upload.prune(conn, settings)
-            if pruned:
-                log.info("pruned %d old release(s)", len(pruned))
-        return DeployResult(release_id or "", decision.action, decision.reason, serial, not_after, settings.https_origin + "/")
+        deploy_lock = lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings) if upload_site else "",
+                                      on_wait=lambda holder: log.info("waiting up to %d s for the deploy lock held by %s",
+                                                                      settings.lock_timeout, holder))
+        conn = connect(settings)
+        try:
+            with deploy_lock as held:
+                return _deploy_locked(conn, remote, settings, held, local, force_renew)
+        finally:
+            conn.close()
     finally:
-        conn.close()
+        remote.close()
+
+
+def _deploy_locked(conn, remote: Remote, settings: DeploySettings, held: lock.Held, local, force_renew: bool) -> DeployResult:
+    release_id, staged = None, None
+    if local is not None:
+        progress = upload.ProgressBar()
+        try:
+            staged = upload.deliver(remote, settings, held.probe_output, local.result(), progress)
+        finally:
+            progress.finish()
+        log.info("%s", staged.summary())
+        release_id = staged.release_id
+
+    version = nginx.read_version(conn, settings)
+    # One SSH round trip (plus the CA's renewal info when it offers ARI); decide() is pure.
+    cert_check = certificates.check(conn, settings, dt.datetime.now(dt.timezone.utc), force=force_renew)
+    installed, decision = cert_check.installed, cert_check.decision
+    log.info("certificate: %s", decision.reason)
+
+    new_cert = None
+    if decision.needs_order:
+        # nginx must answer the challenge for every name before the order. No certificate yet
+        # (first deploy): a port-80-only vhost, since a vhost naming a missing certificate fails
+        # `nginx -t`. Otherwise the full vhost on the current certificate, so that names added
+        # to DEPLOY_DOMAINS are answered too. Unchanged vhost: no reload.
+        nginx.apply_config(conn, settings, nginx.render_vhost(
+            settings, version, with_tls=installed is not None,
+            certificate_dir=nginx.certificate_dir(settings, installed)))
+        issued = certificates.obtain(conn, settings, replaces=decision.replaces)
+        new_cert = str(certificates.stage_certificate(conn, settings, issued))
+        serial, not_after = issued.certificate.serial_number, issued.certificate.not_valid_after_utc
+    else:
+        serial, not_after = installed.certificate.serial_number, installed.certificate.not_valid_after_utc
+
+    nginx.apply_config(conn, settings, nginx.render_vhost(
+        settings, version, with_tls=True, certificate_dir=new_cert or nginx.certificate_dir(settings, installed)), new_cert)
+    if release_id and not staged.skipped:
+        # Switch and prune in one round trip: pruning never touches the live release.
+        pruned = upload.activate(remote, settings, release_id, prune=True)
+        if pruned:
+            log.info("pruned %d old release(s): %s", len(pruned), ", ".join(pruned))
+    verify.verify_site(settings, expected_serial=serial)
+    return DeployResult(release_id or "", decision.action, decision.reason, serial, not_after, settings.https_origin + "/")
+
+
+def rollback(settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
+    """`fab rollback`: under the deploy lock, switch `current` to an earlier release."""
+    with Remote(settings) as remote, lock.hold(remote, settings):
+        return upload.rollback(remote, settings, to)
+
+
+def list_releases(settings: DeploySettings) -> list[upload.ReleaseInfo]:
+    """`fab releases` (and `fab status`): the releases on the server, oldest first."""
+    with Remote(settings) as remote:
+        return upload.list_releases(remote, settings)

@@ -1,89 +1,531 @@
-"""The upload stage: the built output becomes a new release, switched live atomically.
+"""The upload stage: the built output becomes a new release, incrementally and atomically.
 
-``releases/<id>/`` ids sort in time order; the release is unpacked under ``<id>.partial`` and
-renamed when complete, so a half-uploaded release is never live; ``current`` is switched by
-one rename. The whole output travels as one compressed tar stream on the SSH channel's stdin
-(never one SFTP put per file).
+Server layout (under DEPLOY_REMOTE_ROOT):
+
+    releases/<id>/            a complete release (ids sort in time order)
+    releases/<id>.manifest    its manifest (gzip'd JSON; beside the release, so nginx never serves it)
+    releases/<id>.partial/    a release being built; never live; removed by the next deploy
+    current -> releases/<id>  the live release, switched by one rename
+
+How a deploy travels, in as few round trips as possible (one SSH connection for everything):
+
+1. The lock channel (``lock.hold``) also runs ``PROBE``: it reports which release is live, the
+   release names, whether the server has zstd, and the live release's manifest.
+2. Locally (while the connection is being made) every file is hashed into a manifest; the
+   diff against the live manifest says what is new, changed, deleted and unchanged.
+3. One channel carries one stream: a few control sections (the new manifest, the paths to
+   delete, the paths sent), then the new and changed files as a zstd tar (gzip if either side
+   lacks zstd), then already-compressed files (.jpg, .png, .woff2 ...) as a plain tar, since
+   compressing them again costs CPU for nothing. The server builds ``<id>.partial`` with
+   ``cp -al`` from the live release (unchanged files become hard links: no bytes move),
+   removes deleted paths, unpacks the stream with ``tar --unlink-first`` (a hard-linked file is
+   replaced, never written through: the file stays intact in older releases), and answers with
+   a listing of the new release and the SHA-256 of every file it received.
+4. The client checks that answer against the manifest (``manifest.check_release``): every path,
+   kind, mode, size and symlink target, nothing missing or extra, and the content of every file
+   sent. A mismatch fails the deploy before anything goes live (after one full-upload retry, in
+   case the previous release was changed by hand on the server).
+5. ``activate`` renames ``<id>.partial`` to ``<id>`` and switches ``current`` (one channel).
+
+The server needs only POSIX sh, coreutils, findutils, tar, flock and gzip (zstd if present).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import hashlib
 import io
+import logging
 import os
 import shlex
+import shutil
+import subprocess
+import sys
 import tarfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from fabric import Connection
-
-from .connection import shell
+from . import manifest as mf
 from .errors import UploadError
+from .lock import busy_prefix
+from .remote import Remote
 from .settings import DeploySettings
 
+if TYPE_CHECKING:  # fabric is not imported at run time: a lean upload process starts faster
+    from fabric import Connection
 
-def new_release_id(now: dt.datetime | None = None) -> str:
-    """UTC time to the microsecond: sorts in time order as plain text."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%S%fZ")
+log = logging.getLogger("pelican_https.deploy")
 
-
-def check_output(output: Path) -> None:
-    if not (output / "index.html").is_file():
-        raise UploadError(f"{output} has no index.html: build the site first (pelican content -s publishconf.py)")
-    for path in output.rglob("*"):
-        if path.is_symlink():
-            target = (path.parent / os.readlink(path)).resolve()
-            if not target.is_relative_to(output.resolve()):
-                raise UploadError(f"{path} is a symlink to {target}, outside the output folder: refusing to upload it")
+CHUNK = 128 * 1024  # paramiko's throughput peaks around this write size
+ZSTD_LEVEL = 3  # zstd's default: ~7x on HTML at hundreds of MB/s
+GZIP_LEVEL = 6  # gzip's default, for servers or clients without zstd
 
 
-def build_archive(output: Path) -> io.BytesIO:
-    """A gzip tar of the output with plain relative names and world-readable modes."""
+# --- what the server has -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerState:
+    has_zstd: bool
+    current: str | None  # id of the live release
+    releases: tuple[str, ...]  # complete releases, oldest first
+    manifest: dict | None  # the live release's manifest, when it has one
+
+
+def probe_script(settings: DeploySettings) -> str:
+    """Read-only; run by the lock channel right after locking. Output parsed by ``parse_probe``."""
+    q = shlex.quote
+    root, releases = str(settings.remote_root), str(settings.releases_dir)
+    return "\n".join([
+        "if command -v zstd >/dev/null 2>&1; then echo zstd yes; else echo zstd no; fi",
+        f"cur=$(readlink {q(root + '/current')} 2>/dev/null || true); cur=${{cur##*/}}",
+        'printf "current %s\\n" "$cur"',
+        f"printf 'releases '; ls -1 {q(releases)} 2>/dev/null | tr '\\n' ' '; echo",
+        f'm={q(releases)}/"$cur".manifest',
+        'if [ -n "$cur" ] && [ -f "$m" ]; then printf "manifest %s\\n" "$(wc -c < "$m")"; cat "$m"; else echo "manifest 0"; fi',
+    ])
+
+
+def parse_probe(data: bytes) -> ServerState:
+    lines = {}
+    rest = data
+    for _ in range(4):
+        line, _, rest = rest.partition(b"\n")
+        key, _, value = line.decode("utf-8", "replace").partition(" ")
+        lines[key] = value.strip()
+    try:
+        size = int(lines["manifest"])
+    except (KeyError, ValueError):
+        raise UploadError(f"cannot read the server's release state: {data[:300]!r}") from None
+    names = lines.get("releases", "").split()
+    complete = sorted(n for n in names if mf.RELEASE_ID.fullmatch(n))
+    current = lines.get("current") or None
+    if current and not mf.RELEASE_ID.fullmatch(current):
+        current = None  # `current` points at something this tool did not make: no linking from it
+    return ServerState(lines.get("zstd") == "yes", current if current in complete else None, tuple(complete),
+                       mf.load(rest[:size]) if size else None)
+
+
+def new_release_id(existing: Iterable[str] = ()) -> str:
+    """Now, in UTC, to the microsecond; later than every existing release."""
+    return mf.next_release_id(dt.datetime.now(dt.timezone.utc), existing)
+
+
+# --- local side ----------------------------------------------------------------------------------
+
+def start_scan(settings: DeploySettings) -> Future:
+    """Hash the output in a thread while the SSH connection is made (hashlib releases the GIL)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-output")
+    future = pool.submit(mf.scan_output, settings.output_path)
+    pool.shutdown(wait=False)
+    return future
+
+
+def deliver(remote: Remote, settings: DeploySettings, probe_output: bytes, local: mf.Manifest,
+            progress: Callable[[int, int], None] | None = None) -> Staged:
+    """The upload stage as the pipeline runs it, once the lock (and its probe) is held."""
+    state = parse_probe(probe_output)
+    return stage_release(remote, settings, state, local, new_release_id(state.releases), progress=progress)
+
+
+@dataclass(frozen=True)
+class Staged:
+    release_id: str
+    plan: mf.Plan | None  # None: nothing changed and DEPLOY_SKIP_UNCHANGED (no new release)
+    bytes_sent: int
+    seconds: float
+    compression: str
+
+    @property
+    def skipped(self) -> bool:
+        return self.plan is None
+
+    def summary(self) -> str:
+        if self.plan is None:
+            return f"upload: nothing changed since release {self.release_id} (live); no new release (DEPLOY_SKIP_UNCHANGED)"
+        return (f"upload: release {self.release_id}: {mf.summary_counts(self.plan)} files; "
+                f"{_human(self.bytes_sent)} sent ({self.compression}) in {self.seconds:.2f} s")
+
+
+def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, local: mf.Manifest,
+                  release_id: str, *, progress: Callable[[int, int], None] | None = None) -> Staged:
+    """Build ``releases/<id>.partial`` on the server and check it; not live until ``activate``."""
+    started = time.monotonic()
+    previous = state.current if state.manifest is not None else None
+    if settings.skip_unchanged and previous and state.manifest == dict(local):
+        return Staged(previous, None, 0, time.monotonic() - started, "none")
+    compression = "zstd" if state.has_zstd and shutil.which("zstd") else "gzip"
+    sent = 0
+    for base in ([previous, None] if previous else [None]):
+        plan = mf.diff(state.manifest if base else None, local)
+        n, listing, sums = _send_release(remote, settings, release_id, base, plan, local, compression, progress)
+        sent += n
+        problems = mf.check_release(local, listing, sums, plan.upload)
+        if not problems:
+            return Staged(release_id, plan, sent, time.monotonic() - started, compression)
+        detail = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        if base:
+            log.warning("the release built from %s does not match its manifest (%s): uploading everything instead", base, detail)
+            continue
+        raise UploadError(f"the new release {release_id} on the server does not match what was sent: {detail}. "
+                          "Nothing went live; the partial release is removed by the next deploy.")
+    raise AssertionError("unreachable")
+
+
+def _send_release(remote: Remote, settings: DeploySettings, release_id: str, base: str | None, plan: mf.Plan,
+                  local: mf.Manifest, compression: str, progress: Callable[[int, int], None] | None) -> tuple[int, dict, dict]:
+    """Send one release build; return bytes sent and the server's listing and checksums of it."""
+    output = settings.output_path
+    packed = [e for e in plan.upload + plan.new_dirs if e.kind != mf.FILE or not mf.is_compressed(e.path)]
+    plain = [e for e in plan.upload if e.kind == mf.FILE and mf.is_compressed(e.path)]
+    control = [
+        mf.dump(local),
+        b"".join(os.fsencode("./" + p) + b"\0" for p in plan.deleted),
+        b"".join(os.fsencode("./" + e.path) + b"\0" for e in plan.upload if e.kind == mf.FILE),
+    ]
+    plain_size = _tar_size(plain) if plain else 0
+    script = stage_script(settings, release_id, base, [len(c) for c in control] + [plain_size],
+                          "zstd -dcq" if compression == "zstd" else "gzip -dc", bool(packed))
+    # The compressed size is known only at the end: estimate it for the bar (HTML shrinks ~6x).
+    estimate = sum(len(c) for c in control) + plain_size + sum(e.size for e in packed) // 6
+    meter = _Meter(estimate, progress)
+
+    def body(write: Callable[[bytes], None]) -> None:
+        for part in control:
+            for i in range(0, len(part), CHUNK):
+                write(part[i:i + CHUNK])
+        if plain:
+            writer = _ChunkWriter(write)
+            _write_tar(output, plain, writer)
+            writer.flush()  # tarfile never closes a file object it was given
+        if packed:
+            _send_compressed(output, packed, compression, write)
+
+    out = remote.run(script, body, what="uploading the release", sent=meter.add)
+    head, _, rest = out.partition(b"\n")
+    try:
+        listing_size, sums_size = (int(n) for n in head.split())
+        listing = mf.parse_listing(gzip.decompress(rest[:listing_size]))
+        sums = mf.parse_sums(rest[listing_size:listing_size + sums_size])
+    except (ValueError, OSError, EOFError) as exc:
+        raise UploadError(f"unexpected answer from the server after the upload: {out[:300]!r}") from exc
+    return meter.done, listing, sums
+
+
+def stage_script(settings: DeploySettings, release_id: str, base: str | None, sizes: list[int],
+                 decompress: str, packed_tar: bool) -> str:
+    """The server side of the upload, as one POSIX sh script reading the stream on stdin. Pure.
+
+    ``sizes``: byte counts of the manifest, the NUL-separated delete list, the NUL-separated
+    list of files sent, and the plain tar; the compressed tar (if any) runs to the end.
+    """
+    q = shlex.quote
+    if not mf.RELEASE_ID.fullmatch(release_id) or (base is not None and not mf.RELEASE_ID.fullmatch(base)):
+        raise UploadError(f"bad release id {release_id!r} / {base!r}")
+    rel, meta = q(release_id + ".partial"), q(release_id + ".partial-meta")
+    # GNU tar replaces an existing file by unlinking it first (it opens with O_EXCL and unlinks on
+    # EEXIST), so a hard-linked file is never written through: older releases keep their copy.
+    # -p applies the archive's modes exactly (0644/0755) whatever the umask; GNU tar strips
+    # leading '/' and refuses members containing '..'.
+    untar = "tar -x -p --no-same-owner -f -"
+    n_manifest, n_deleted, n_sent, n_plain = (int(n) for n in sizes)
+    return "\n".join([
+        "set -eu",
+        "umask 022",
+        busy_prefix(settings),
+        f"mkdir -p {q(str(settings.releases_dir))}",
+        f"cd {q(str(settings.releases_dir))}",
+        # Leftovers of an interrupted deploy: never live, and we hold the lock.
+        "rm -rf -- ./*.partial ./*.partial-meta",
+        f"mkdir {rel} {meta}",
+        # Unchanged files: hard links to the live release (no bytes copied, no bytes sent).
+        f"cp -al -- {q(base)}/. {rel}/" if base else ":",
+        'take() { head -c "$1" > "$2"; [ "$(wc -c < "$2")" -eq "$1" ] || { echo "the upload stream was cut short" >&2; exit 1; }; }',
+        f"take {n_manifest} {meta}/manifest.gz",
+        f"take {n_deleted} {meta}/deleted",
+        f"take {n_sent} {meta}/sent",
+        f"cd {rel}",
+        f"xargs -0 -r rm -rf -- < ../{meta}/deleted",
+        f"head -c {n_plain} | {untar}" if n_plain else ":",
+        (f"{{ {decompress} || echo failed > ../{meta}/payload-failed; }} | {untar}\n"
+         f"[ ! -e ../{meta}/payload-failed ] || {{ echo 'the compressed upload is damaged' >&2; exit 1; }}") if packed_tar else ":",
+        f"find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0' | gzip -1 > ../{meta}/listing",
+        f"xargs -0 -r sha256sum -z -- < ../{meta}/sent > ../{meta}/sums",
+        f'printf "%s %s\\n" "$(wc -c < ../{meta}/listing)" "$(wc -c < ../{meta}/sums)"',
+        f"cat ../{meta}/listing ../{meta}/sums",
+    ])
+
+
+def _members(output: Path | None, entries: Iterable[mf.Entry]):
+    """(TarInfo, content) for each entry: plain relative names, fixed modes, no owner names.
+    With ``output`` None the content is zeros of the manifest's size (to measure the archive).
+    Each file's content is checked against the manifest as it is read: a file that changed since
+    it was hashed (pelican still writing?) would make the manifest lie."""
+    now = int(time.time())
+    for entry in sorted(entries, key=lambda e: e.path):
+        info = tarfile.TarInfo(entry.path)
+        info.mode, info.uid, info.gid, info.uname, info.gname, info.mtime = entry.mode, 0, 0, "", "", now
+        if entry.kind == mf.DIR:
+            info.type = tarfile.DIRTYPE
+            yield info, None
+        elif entry.kind == mf.LINK:
+            info.type, info.linkname = tarfile.SYMTYPE, entry.digest
+            yield info, None
+        else:
+            info.size = entry.size
+            if output is None:
+                yield info, io.BytesIO(bytes(entry.size))
+                continue
+            local = output / entry.path
+            data = local.read_bytes()
+            if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.digest:
+                raise UploadError(f"{local} changed while it was being uploaded (is pelican still writing the output?): deploy again")
+            # nginx derives ETag and Last-Modified from the mtime: keep the local one.
+            info.mtime = int(local.lstat().st_mtime)
+            yield info, io.BytesIO(data)
+
+
+def _write_tar(output: Path | None, entries: Iterable[mf.Entry], fileobj) -> None:
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape") as tar:
+        for info, content in _members(output, entries):
+            tar.addfile(info, content)
+
+
+def _tar_size(entries: list[mf.Entry]) -> int:
+    """The exact size of the plain tar, so the server can read it with `head -c`."""
+    counter = _ChunkWriter(lambda chunk: None)
+    _write_tar(None, entries, counter)
+    counter.flush()
+    return counter.total
+
+
+def _tar_bytes(output: Path, entries: list[mf.Entry]) -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        def readable(info: tarfile.TarInfo) -> tarfile.TarInfo:
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mode = 0o755 if info.isdir() else 0o644  # served by nginx's unprivileged workers
-            return info
-        for path in sorted(output.iterdir()):
-            tar.add(path, arcname=path.name, filter=readable)
-    buf.seek(0)
-    return buf
+    _write_tar(output, entries, buf)
+    return buf.getvalue()
 
 
-def upload_release(conn: Connection, settings: DeploySettings, release_id: str) -> str:
-    """Upload the output as releases/<id>; not live until ``activate``."""
-    check_output(settings.output_path)
-    archive = build_archive(settings.output_path)
+class _ChunkWriter:
+    """A file object for tarfile that passes CHUNK-sized pieces on."""
+
+    def __init__(self, write: Callable[[bytes], None]):
+        self.write_chunk = write
+        self.buf = bytearray()
+        self.total = 0
+
+    def write(self, data: bytes) -> int:
+        self.buf += data
+        self.total += len(data)
+        if len(self.buf) >= CHUNK:
+            self.write_chunk(bytes(self.buf))
+            self.buf.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.write_chunk(bytes(self.buf))
+            self.buf.clear()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _send_compressed(output: Path, entries: list[mf.Entry], compression: str, write: Callable[[bytes], None]) -> None:
+    """Tar, compress and send at the same time (zstd runs on another core)."""
+    if compression != "zstd":
+        with gzip.GzipFile(fileobj=_ChunkWriter(write), mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz:
+            writer = gz.fileobj
+            _write_tar(output, entries, gz)
+        writer.flush()
+        return
+    # zstd's CLI (Debian/Ubuntu package `zstd`, on GitHub's runners too): no Python dependency.
+    proc = subprocess.Popen(["zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            _write_tar(output, entries, proc.stdin)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            failure.append(exc)
+        finally:
+            proc.stdin.close()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        while chunk := proc.stdout.read1(CHUNK):
+            write(chunk)
+    finally:
+        feeder.join()
+        proc.stdout.close()
+        status = proc.wait()
+    if failure:
+        raise failure[0]
+    if status != 0:
+        raise UploadError(f"local zstd failed: {proc.stderr.read().decode(errors='replace').strip()}")
+
+
+# --- running commands ------------------------------------------------------------------------------
+
+class _Meter:
+    """Counts bytes sent and feeds the progress callback."""
+
+    def __init__(self, total: int, progress: Callable[[int, int], None] | None):
+        self.total, self.done, self.progress = total, 0, progress
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, max(self.total, self.done))
+
+
+def _exec(conn: Remote | Connection, script: str, what: str) -> str:
+    """Run a script without input on a Remote or a Fabric connection; return its stdout."""
+    if isinstance(conn, Remote):
+        return conn.run(script, what=what).decode("utf-8", "replace")
+    from .connection import shell  # a Fabric connection (e.g. `fab status` listing releases)
+    return shell(conn, script, what=what)
+
+
+# --- going live, rolling back, listing, pruning -------------------------------------------------------
+
+def activate(conn: Remote | Connection, settings: DeploySettings, release_id: str, *, prune: bool = False) -> list[str]:
+    """Commit the staged release (if it is still partial) and switch ``current`` with one atomic
+    rename; with ``prune``, remove old releases in the same round trip. Returns the pruned ids."""
+    script = switch_script(settings, release_id) + ("\n" + prune_script(settings) if prune else "")
+    return _exec(conn, script, what="switching the live release").split()
+
+
+def switch_script(settings: DeploySettings, release_id: str) -> str:
+    """Pure. ``ln -sfn`` + ``mv -T`` is one rename(2): visitors see the old or the new release, never a mix."""
     q = shlex.quote
-    releases = str(settings.releases_dir)
-    partial = f"{releases}/{release_id}.partial"
-    # Leftovers of an interrupted upload are removed first; they were never live.
-    script = (f"set -e; mkdir -p {q(releases)}; rm -rf {q(releases)}/*.partial; mkdir {q(partial)}; "
-              f"tar -xzf - -C {q(partial)} --no-same-owner; mv {q(partial)} {q(releases + '/' + release_id)}")
-    shell(conn, script, stdin=archive, what="uploading the release")
-    return release_id
+    if not mf.RELEASE_ID.fullmatch(release_id):
+        raise UploadError(f"{release_id!r} is not a release id (expected e.g. 20261127T090500123456Z)")
+    rid, partial, meta = q(release_id), q(release_id + ".partial"), q(release_id + ".partial-meta")
+    return "\n".join([
+        "set -eu",
+        busy_prefix(settings),
+        f"cd {q(str(settings.releases_dir))}",
+        f"if [ -d {partial} ]; then mv -f {meta}/manifest.gz {rid}.manifest; mv -T {partial} {rid}; rm -rf {meta}; fi",
+        f"[ -d {rid} ] || {{ echo 'there is no release {release_id}' >&2; exit 1; }}",
+        f"ln -sfn releases/{rid} ../current.new",
+        "mv -T ../current.new ../current",
+    ])
 
 
-def activate(conn: Connection, settings: DeploySettings, release_id: str) -> None:
-    """Switch ``current`` to the release with one atomic rename."""
+def prune_script(settings: DeploySettings) -> str:
+    """Pure. Keep the newest DEPLOY_KEEP_RELEASES releases by name (never by mtime: tar restores old
+    mtimes) and always the live one; remove the rest with their manifests, and manifests an
+    interrupted deploy left without a release. Prints the ids it removed."""
     q = shlex.quote
-    current = str(settings.current_link)
-    shell(conn, f"ln -sfn releases/{q(release_id)} {q(current)}.new && mv -T {q(current)}.new {q(current)}",
-          what="switching the live release")
+    return "\n".join([
+        f"cd {q(str(settings.releases_dir))}",
+        'live=$(readlink ../current 2>/dev/null || true); live=${live##*/}',
+        f"ls -1 | grep -E '^{mf.RELEASE_ID.pattern}$' | sort | head -n -{int(settings.keep_releases)} | while read -r id; do",
+        '  [ "$id" = "$live" ] && continue',
+        '  rm -rf -- "$id" "$id.manifest" && echo "$id"',
+        "done",
+        'for m in *.manifest; do [ -e "$m" ] && [ ! -d "${m%.manifest}" ] && rm -f -- "$m"; done; true',
+    ])
 
 
-def prune(conn: Connection, settings: DeploySettings) -> list[str]:
-    """Keep the newest DEPLOY_KEEP_RELEASES by name (never by mtime: tar restores old mtimes), never `current`."""
+def prune(conn: Remote | Connection, settings: DeploySettings) -> list[str]:
+    """Prune on its own (see ``prune_script``); one round trip."""
+    return _exec(conn, "set -eu\n" + busy_prefix(settings) + "\n" + prune_script(settings), what="pruning old releases").split()
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    id: str
+    time: dt.datetime
+    size: int  # bytes, counting every file of the release (hard links included)
+    live: bool
+
+
+def list_releases(conn: Remote | Connection, settings: DeploySettings) -> list[ReleaseInfo]:
+    """Complete releases, oldest first, with their time, size and which one is live (one round trip)."""
     q = shlex.quote
-    releases = str(settings.releases_dir)
-    listing = shell(conn, f"ls -1 {q(releases)}; echo; readlink {q(str(settings.current_link))} || true", what="listing releases")
-    names, _, live = listing.partition("\n\n")
-    live = live.strip().rsplit("/", 1)[-1]
-    complete = sorted(n for n in names.split("\n") if n and not n.endswith(".partial"))
-    doomed = [n for n in complete[:-settings.keep_releases] if n != live]
-    if doomed:
-        shell(conn, "rm -rf -- " + " ".join(q(f"{releases}/{n}") for n in doomed), what="pruning old releases")
-    return doomed
+    out = _exec(conn, "\n".join([
+        f"cd {q(str(settings.releases_dir))} 2>/dev/null || exit 0",
+        f"printf 'current %s\\n' \"$(readlink ../current 2>/dev/null || true)\"",
+        "for d in *; do case $d in *.*) continue;; esac; [ -d \"$d\" ] && [ ! -L \"$d\" ] && du -sb -- \"$d\"; done; true",
+    ]), what="listing releases")
+    return parse_release_list(out)
+
+
+def parse_release_list(text: str) -> list[ReleaseInfo]:
+    """Parse ``current <target>`` then ``<bytes>\\t<id>`` lines. Pure."""
+    current, releases = None, []
+    for line in text.splitlines():
+        if line.startswith("current "):
+            current = line[len("current "):].strip().rsplit("/", 1)[-1] or None
+        elif "\t" in line:
+            size, _, name = line.partition("\t")
+            if mf.RELEASE_ID.fullmatch(name) and size.isdigit():
+                releases.append((name, int(size)))
+    return [ReleaseInfo(n, mf.release_time(n), s, n == current) for n, s in sorted(releases)]
+
+
+def rollback(conn: Remote | Connection, settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
+    """Switch ``current`` to the release before the live one (or ``to``); return (new, old) live ids.
+    nginx serves ``current`` through the symlink, so nothing is reloaded."""
+    releases = list_releases(conn, settings)
+    target = rollback_target(releases, to)
+    activate(conn, settings, target)
+    return target, next((r.id for r in releases if r.live), None)
+
+
+def rollback_target(releases: list[ReleaseInfo], to: str | None) -> str:
+    """Which release a rollback switches to: ``to``, or the one before the live release. Pure."""
+    ids = [r.id for r in releases]
+    live = next((r.id for r in releases if r.live), None)
+    if to is not None:
+        if to not in ids:
+            raise UploadError(f"there is no release {to!r} on the server; releases: {', '.join(ids) or 'none'}")
+        if to == live:
+            raise UploadError(f"release {to} is already live")
+        return to
+    if live is None:
+        raise UploadError(f"no release is live, so there is nothing to roll back from; choose one with --to ({', '.join(ids) or 'none'})")
+    older = [i for i in ids if i < live]
+    if not older:
+        raise UploadError(f"the live release {live} is the oldest one kept: there is nothing older to roll back to")
+    return older[-1]
+
+
+# --- progress ---------------------------------------------------------------------------------------
+
+class ProgressBar:
+    """A one-line bar on stderr when it is a terminal; silent otherwise (CI logs get the summary line)."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.width, self.last = width, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.1 and done < total):
+            return
+        self.last = now
+        filled = int(self.width * done / total) if total else self.width
+        self.stream.write(f"\rupload [{'#' * filled}{'.' * (self.width - filled)}] {_human(done)} / {_human(total)} ")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.last:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)

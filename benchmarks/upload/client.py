@@ -1,0 +1,36 @@
+"""One upload as `fab deploy` does it, as a process of its own (what the benchmark times).
+
+Same calls and order as deploy/pipeline.py, minus the certificate and nginx stages (and
+their Fabric connection): hash the output while connecting, take the lock (which also reads
+the live manifest), stage the release, switch `current`, prune, release the lock.
+
+    python3 benchmarks/upload/client.py SETTINGS.json
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from deploy import lock, upload  # noqa: E402
+from deploy import manifest as mf  # noqa: E402
+from deploy.remote import Remote  # noqa: E402
+from deploy.settings import settings_from_mapping  # noqa: E402
+
+
+def main(path: str) -> None:
+    settings = settings_from_mapping(json.loads(Path(path).read_text()))
+    with Remote(settings) as remote:
+        # As in the pipeline: the lock shell opens the connection now; hash while it connects.
+        deploy_lock = lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings))
+        local = mf.scan_output(settings.output_path)
+        with deploy_lock as held:
+            staged = upload.deliver(remote, settings, held.probe_output, local)
+            if not staged.skipped:
+                upload.activate(remote, settings, staged.release_id, prune=True)
+        print(staged.summary(), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,184 @@
+"""The server-side deploy lock: one deploy (or rollback, or renewal) at a time per site.
+
+A remote ``flock`` on ``<state_dir>/deploy.lock`` is held by a shell on its own SSH channel for
+the whole deploy. The shell waits on its stdin: when the deploy ends, the client closes the
+channel; when the client is killed or the connection drops, sshd closes it. Either way the
+shell exits and the kernel releases the lock: no stale lock files, no PID guessing.
+
+Before releasing, the shell also waits for the deploy's own worker scripts (which hold a
+shared lock on ``deploy.lock.busy``): a killed client's ``tar``/``cp`` may still be running
+for a moment, and the next deploy must not clean up under its feet.
+
+Who holds the lock (host, PID, user, start time, release) is written beside it, so a second
+deploy that waits in vain can say whom it waited for. The lock channel also runs a caller's
+read-only probe script right after locking, saving a round trip (the upload reads the previous
+manifest that way).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import re
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import ConnectionFailed, LockError
+from .remote import Remote
+from .settings import DeploySettings
+
+TIMEOUT_EXIT = 75  # EX_TEMPFAIL
+
+
+@dataclass
+class Held:
+    probe_output: bytes  # stdout of the probe script, run while holding the lock
+    waited: float  # seconds spent waiting for another deploy
+    holder: str
+
+
+def holder_info(release_id: str = "", now: dt.datetime | None = None) -> str:
+    """One printable line naming this deploy (it ends up in a file on the server and in messages)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    text = (f"host={socket.gethostname()} pid={os.getpid()} user={user} "
+            f"since={now:%Y-%m-%dT%H:%M:%SZ}" + (f" release={release_id}" if release_id else ""))
+    return re.sub(r"[^\x21-\x7e ]", "?", text)[:300]
+
+
+def busy_prefix(settings: DeploySettings) -> str:
+    """Prefix for a worker script of the deploy: holds a shared lock the releasing lock shell waits for."""
+    busy = shlex.quote(str(settings.lock_file) + ".busy")
+    return f"exec 8>>{busy} && flock -s -w 600 8 || {{ echo 'cannot take {busy}' >&2; exit 1; }}; "
+
+
+def lock_script(settings: DeploySettings, holder: str, timeout: int, probe_script: str = "") -> str:
+    """The remote shell that takes the lock, runs the probe, then holds the lock until stdin closes. Pure."""
+    q = shlex.quote
+    lock = str(settings.lock_file)
+    holder_file, busy, probe_out = lock + ".holder", lock + ".busy", lock + ".probe"
+    return "\n".join([
+        "set -u",
+        f"exec 9>>{q(lock)} || exit 1",
+        "if ! flock -n 9; then",
+        f"  printf 'WAIT %s\\n' \"$(head -c 300 {q(holder_file)} 2>/dev/null | tr -d '\\n')\"",
+        f"  if ! flock -w {int(timeout)} 9; then",
+        f"    printf 'TIMEOUT %s\\n' \"$(head -c 300 {q(holder_file)} 2>/dev/null | tr -d '\\n')\"",
+        f"    exit {TIMEOUT_EXIT}",
+        "  fi",
+        "fi",
+        f"printf '%s\\n' {q(holder)} > {q(holder_file + '.tmp')} && mv -f {q(holder_file + '.tmp')} {q(holder_file)}",
+        f"( {probe_script or ':'}\n) < /dev/null > {q(probe_out)} 2>&1 || {{ echo 'the probe failed:' >&2; cat {q(probe_out)} >&2; exit 1; }}",
+        f"printf 'LOCKED %s\\n' \"$(wc -c < {q(probe_out)})\"",
+        f"cat {q(probe_out)}",
+        # Hold the lock until the client closes the channel (or dies: sshd closes it then).
+        "cat > /dev/null",
+        # Let a dead client's workers finish before the next deploy may start.
+        f"exec 7>>{q(busy)} && flock -x 7",
+        f"rm -f {q(holder_file)} {q(probe_out)}",
+        "exit 0",
+    ])
+
+
+class DeployLock:
+    """The deploy lock. Creating it starts the lock shell at once (it opens ``remote``'s
+    connection), so the SSH handshake runs while the caller does other work; ``wait()`` (or
+    ``with``) blocks until the lock is held; ``release()`` ends the lock shell and waits for it."""
+
+    def __init__(self, remote: Remote, settings: DeploySettings, *, release_id: str = "", probe_script: str = "",
+                 on_wait: Callable[[str], None] | None = None):
+        self.remote, self.settings, self.on_wait = remote, settings, on_wait
+        self.holder = holder_info(release_id)
+        self.started = time.monotonic()
+        self.proc = remote.start_master(lock_script(settings, self.holder, settings.lock_timeout, probe_script))
+        self.held: Held | None = None
+
+    def wait(self) -> Held:
+        if self.held is None:
+            try:
+                self.held = self._read_answer()
+            except BaseException:
+                self.release()
+                raise
+        return self.held
+
+    def _read_answer(self) -> Held:
+        settings, remote = self.settings, self.remote
+        reader = _Reader(self.proc.stdout)
+        while True:
+            line = reader.line()
+            if line is None:
+                status = self.proc.wait()
+                message = self.proc.stderr.read().decode("utf-8", "replace").strip()
+                if status == 255:
+                    raise ConnectionFailed(f"SSH to {remote.where} failed: {message or 'no message'}. Check DEPLOY_HOST, DEPLOY_PORT, "
+                                           f"DEPLOY_USER, DEPLOY_SSH_KEY and that the server's key is in DEPLOY_KNOWN_HOSTS ({settings.known_hosts}).")
+                raise LockError(f"taking the deploy lock {settings.lock_file} failed on the server (exit {status}): "
+                                f"{message or 'no message'}. Check that the one-time server set-up "
+                                f"made {settings.state_dir} and that `flock` (util-linux) is installed.")
+            word, _, rest = line.partition(" ")
+            if word == "WAIT":
+                if self.on_wait:
+                    self.on_wait(rest or "unknown (no holder file)")
+            elif word == "TIMEOUT":
+                raise LockError(
+                    f"another deploy holds the lock on {settings.host} ({rest or 'holder unknown'}); gave up after "
+                    f"{settings.lock_timeout} s (DEPLOY_LOCK_TIMEOUT). Nothing was changed. Wait for it to finish, "
+                    "then deploy again; a killed deploy releases the lock as soon as its SSH connection closes.")
+            elif word == "LOCKED":
+                return Held(reader.exactly(int(rest)), time.monotonic() - self.started, self.holder)
+            else:
+                raise LockError(f"unexpected answer while taking the deploy lock: {line[:200]!r}")
+
+    def release(self) -> None:
+        # Closing the lock shell's stdin ends its `cat`: it removes the holder file and exits,
+        # which releases the lock; close() waits for that, so the lock is free on return.
+        self.remote.close()
+
+    def __enter__(self) -> Held:
+        return self.wait()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def hold(remote: Remote, settings: DeploySettings, **kwargs) -> DeployLock:
+    """``with hold(remote, settings) as held:`` holds the deploy lock for the block."""
+    return DeployLock(remote, settings, **kwargs)
+
+
+class _Reader:
+    """Buffered reads of a pipe: whole lines, or exactly n bytes."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.buf = bytearray()
+
+    def _fill(self) -> bool:
+        chunk = self.stream.read1(1 << 16)
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def line(self) -> str | None:
+        while b"\n" not in self.buf:
+            if not self._fill():
+                return None
+        line, _, rest = bytes(self.buf).partition(b"\n")
+        self.buf = bytearray(rest)
+        return line.decode("utf-8", "replace")
+
+    def exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise LockError("the connection closed while reading the server's state")
+        data, self.buf = bytes(self.buf[:n]), self.buf[n:]
+        return data

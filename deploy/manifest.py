@@ -1,0 +1,280 @@
+"""Release manifests: what a release contains, and what changed since the previous one.
+
+A manifest lists every entry of a release: its path (relative, '/'-separated), kind (file,
+directory or symlink), mode, size and content hash (SHA-256 for files, the target for
+symlinks). It is stored beside the release as ``releases/<id>.manifest`` (gzip'd JSON):
+outside the folder nginx serves, and removed together with the release by ``prune``.
+
+Everything here is pure except ``scan_output`` (reads the local output folder). The diff, the
+check of a built release against its manifest, and the release-id order are plain functions
+of their arguments, tested with tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import os
+import posixpath
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .errors import UploadError
+
+FORMAT = 1
+FILE, DIR, LINK = "f", "d", "l"
+# Served by nginx's unprivileged workers: world-readable, never writable by others, never
+# executable. The local modes do not matter (a CI checkout may have anything).
+FILE_MODE, DIR_MODE, LINK_MODE = 0o644, 0o755, 0o777
+
+RELEASE_ID = re.compile(r"[0-9]{8}T[0-9]{12}Z")
+_ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
+
+# Already-compressed formats travel as they are: compressing them again costs CPU for nothing.
+COMPRESSED_SUFFIXES = frozenset(
+    ".jpg .jpeg .png .gif .webp .avif .heic .ico .woff .woff2 .gz .tgz .zst .bz2 .xz .lz .7z .zip .rar "
+    ".mp3 .mp4 .m4a .m4v .ogg .oga .ogv .opus .webm .mov .mkv .flac .pdf .epub .docx .xlsx .pptx .odt .br".split())
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    kind: str  # FILE, DIR or LINK
+    mode: int
+    size: int = 0  # files only
+    digest: str = ""  # SHA-256 hex for files, the target for symlinks
+
+    def as_row(self) -> list:
+        return [self.path, self.kind, self.mode, self.size, self.digest]
+
+
+Manifest = Mapping[str, Entry]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a deploy sends: ``upload`` = new + changed (files, symlinks and new directories)."""
+    new: tuple[Entry, ...]
+    changed: tuple[Entry, ...]
+    deleted: tuple[str, ...]  # paths to remove from the copy of the previous release (top-most only)
+    unchanged: int  # files and symlinks hard-linked from the previous release
+    new_dirs: tuple[Entry, ...] = field(default=())
+    removed_files: int = 0  # files and symlinks gone since the previous release
+
+    @property
+    def upload(self) -> tuple[Entry, ...]:
+        return self.new + self.changed
+
+    @property
+    def nothing_changed(self) -> bool:
+        return not (self.new or self.changed or self.deleted or self.new_dirs)
+
+
+# --- reading the local output --------------------------------------------------------------
+
+def scan_output(output: Path) -> dict[str, Entry]:
+    """The manifest of the local output folder; refuses what cannot be served safely.
+
+    Symlinks are kept as symlinks only when they are relative and stay inside the output
+    (a link to /etc/passwd or ../../secret would publish a file the blogger never meant to).
+    """
+    output = Path(output)
+    if not (output / "index.html").is_file():
+        raise UploadError(f"{output} has no index.html: build the site first (pelican content -s publishconf.py)")
+    root = os.path.realpath(output)
+    entries: dict[str, Entry] = {}
+
+    def walk(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            rel = prefix + item.name
+            if item.is_symlink():
+                entries[rel] = _link_entry(root, item.path, rel)
+            elif item.is_dir(follow_symlinks=False):
+                entries[rel] = Entry(rel, DIR, DIR_MODE)
+                walk(item.path, rel + "/")
+            elif item.is_file(follow_symlinks=False):
+                entries[rel] = Entry(rel, FILE, FILE_MODE, *_hash_file(item.path))
+            else:
+                raise UploadError(f"{item.path} is not a regular file, folder or symlink (a socket, pipe or device?): refusing to upload it")
+
+    walk(root, "")
+    return entries
+
+
+def _hash_file(path: str) -> tuple[int, str]:
+    with open(path, "rb") as f:
+        data = f.read()
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def _link_entry(root: str, path: str, rel: str) -> Entry:
+    target = os.readlink(path)
+    problem = symlink_problem(rel, target)
+    if problem is None:
+        resolved = os.path.realpath(path)
+        if resolved != root and not resolved.startswith(root + os.sep):
+            problem = f"resolves to {resolved}, outside the output folder"
+    if problem:
+        raise UploadError(f"{path} is a symlink to {target!r} that {problem}: refusing to upload it. "
+                          "Replace it with a copy of the file, or a relative symlink to a file inside the output.")
+    return Entry(rel, LINK, LINK_MODE, 0, target)
+
+
+def symlink_problem(rel: str, target: str) -> str | None:
+    """Why a symlink at ``rel`` pointing to ``target`` cannot be published, or None. Pure and lexical:
+    the server has other absolute paths, and the link must stay inside the release there too."""
+    if not target:
+        return "is empty"
+    if target.startswith("/"):
+        return "is absolute (it would point elsewhere on the server)"
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    if joined == ".." or joined.startswith("../"):
+        return "points outside the output folder"
+    return None
+
+
+# --- the diff -------------------------------------------------------------------------------
+
+def diff(old: Manifest | None, new: Manifest) -> Plan:
+    """What to send and what to delete to turn a copy of the ``old`` release into ``new``."""
+    old = old or {}
+    added, changed, new_dirs = [], [], []
+    unchanged = 0
+    for path, entry in new.items():
+        before = old.get(path)
+        if entry.kind == DIR:
+            if before is None or before.kind != DIR or before.mode != entry.mode:
+                new_dirs.append(entry)
+        elif before is None:
+            added.append(entry)
+        elif before != entry:
+            changed.append(entry)
+        else:
+            unchanged += 1
+    # A path that disappeared, or whose kind changed (file <-> folder <-> link), is removed
+    # before the upload lands; only the top-most such path is listed (rm -r takes the rest).
+    gone = {p for p, e in old.items() if p not in new or new[p].kind != e.kind}
+    deleted = sorted(p for p in gone if not any(a in gone for a in _ancestors(p)))
+    removed_files = sum(1 for p in gone if old[p].kind != DIR and p not in new)
+    return Plan(tuple(added), tuple(changed), tuple(deleted), unchanged, tuple(new_dirs), removed_files)
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    parts = path.split("/")
+    return ("/".join(parts[:i]) for i in range(1, len(parts)))
+
+
+# --- storing manifests -------------------------------------------------------------------------
+
+def dump(manifest: Manifest) -> bytes:
+    rows = [manifest[p].as_row() for p in sorted(manifest)]
+    # ensure_ascii keeps names that are not valid UTF-8 (surrogate escapes) round-trippable.
+    return gzip.compress(json.dumps({"format": FORMAT, "entries": rows}, separators=(",", ":")).encode("ascii"), 6, mtime=0)
+
+
+def load(data: bytes) -> dict[str, Entry] | None:
+    """Parse a stored manifest; None when it is missing, unreadable or of another format
+    (the deploy then simply uploads everything)."""
+    try:
+        doc = json.loads(gzip.decompress(data))
+        if doc.get("format") != FORMAT:
+            return None
+        entries = {}
+        for path, kind, mode, size, digest in doc["entries"]:
+            if kind not in (FILE, DIR, LINK) or not isinstance(path, str) or not isinstance(size, int):
+                return None
+            entries[path] = Entry(path, kind, int(mode), size, str(digest))
+        return entries
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+# --- checking a built release --------------------------------------------------------------------
+
+def parse_listing(data: bytes) -> dict[str, tuple[str, int, int, str]]:
+    """Parse ``find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0'``: path -> (kind, mode, size, link target)."""
+    fields = data.split(b"\0")
+    if fields and fields[-1] == b"":
+        fields.pop()
+    if len(fields) % 5:
+        raise UploadError("the server's listing of the new release is truncated")
+    listing = {}
+    for i in range(0, len(fields), 5):
+        kind, mode, size, target, path = fields[i:i + 5]
+        listing[os.fsdecode(path)] = (kind.decode(), int(mode, 8), int(size), os.fsdecode(target))
+    return listing
+
+
+def parse_sums(data: bytes) -> dict[str, str]:
+    """Parse ``sha256sum -z`` output of ``./path`` names: path -> hex digest."""
+    sums = {}
+    for record in data.split(b"\0"):
+        if record:
+            digest, _, name = record.partition(b"  ")
+            sums[os.fsdecode(name)[2:] if name.startswith(b"./") else os.fsdecode(name)] = digest.decode()
+    return sums
+
+
+def check_release(expected: Manifest, listing: Mapping[str, tuple[str, int, int, str]],
+                  sums: Mapping[str, str], uploaded: Iterable[Entry]) -> list[str]:
+    """Problems of a built release against its manifest (empty: it matches).
+
+    Every entry is checked for kind, mode, size (files) and target (symlinks), nothing may be
+    missing or extra; the files sent in this deploy are also checked by content (SHA-256).
+    Unchanged files are hard links to the previous release's files, whose content was checked
+    the same way when they were uploaded.
+    """
+    problems = []
+    for path in sorted(set(expected) | set(listing)):
+        want, got = expected.get(path), listing.get(path)
+        if got is None:
+            problems.append(f"missing: {path!r}")
+        elif want is None:
+            problems.append(f"unexpected: {path!r}")
+        elif got[0] != want.kind:
+            problems.append(f"{path!r} is a {_KIND_NAMES.get(got[0], got[0])}, expected a {_KIND_NAMES[want.kind]}")
+        elif want.kind != LINK and got[1] != want.mode:
+            problems.append(f"{path!r} has mode {got[1]:o}, expected {want.mode:o}")
+        elif want.kind == FILE and got[2] != want.size:
+            problems.append(f"{path!r} has {got[2]} bytes, expected {want.size}")
+        elif want.kind == LINK and got[3] != want.digest:
+            problems.append(f"{path!r} points to {got[3]!r}, expected {want.digest!r}")
+    for entry in uploaded:
+        if entry.kind == FILE and sums.get(entry.path) != entry.digest:
+            problems.append(f"{entry.path!r} does not have the content that was sent (SHA-256 {sums.get(entry.path)}, expected {entry.digest})")
+    return problems
+
+
+_KIND_NAMES = {FILE: "file", DIR: "folder", LINK: "symlink"}
+
+
+# --- release ids ------------------------------------------------------------------------------------
+
+def next_release_id(now: dt.datetime, existing: Iterable[str]) -> str:
+    """UTC time to the microsecond, which sorts in time order as text; always after every existing
+    release, even when this machine's clock is behind the one that made the last release."""
+    candidate = now.astimezone(dt.timezone.utc).strftime(_ID_FORMAT)
+    latest = max((r for r in existing if RELEASE_ID.fullmatch(r)), default=None)
+    if latest is not None and candidate <= latest:
+        candidate = (release_time(latest) + dt.timedelta(microseconds=1)).strftime(_ID_FORMAT)
+    return candidate
+
+
+def release_time(release_id: str) -> dt.datetime:
+    return dt.datetime.strptime(release_id, _ID_FORMAT).replace(tzinfo=dt.timezone.utc)
+
+
+def is_compressed(path: str) -> bool:
+    return posixpath.splitext(path)[1].lower() in COMPRESSED_SUFFIXES
+
+
+def summary_counts(plan: Plan) -> str:
+    return (f"{len(plan.new)} new, {len(plan.changed)} changed, {plan.removed_files} deleted, "
+            f"{plan.unchanged} unchanged")

@@ -1,0 +1,127 @@
+"""Commands for the lock and the upload, over the system's OpenSSH client, on one connection.
+
+Why not the Fabric/paramiko connection the other stages use: paramiko encrypts and frames every
+packet in Python, on the deploy's own core, and needs ~0.2-0.4 s of imports; `ssh` (which rsync
+uses too) does it in C, in a process of its own, so hashing, tar and zstd run on the other core
+meanwhile. The first command (the lock) opens the connection as a ControlMaster; every later
+command is multiplexed over it (no new handshake, ~10 ms each).
+
+Security is the same as ``deploy.connection``: host keys only from DEPLOY_KNOWN_HOSTS
+(``StrictHostKeyChecking=yes``, no global file, no user ssh_config), the key from DEPLOY_SSH_KEY
+or else ssh-agent and the default keys, no password prompts (BatchMode). Scripts reach the
+server as ``sh -c <quoted script>``; every value inside them is quoted by their builders.
+
+If the deploy process is killed, its ``ssh`` children see their stdin close: the remote lock
+shell and any upload end, and the lock is released (see ``deploy.lock``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+from typing import Callable
+
+from .errors import ConnectionFailed, RemoteCommandFailed
+from .settings import DeploySettings
+
+Body = Callable[[Callable[[bytes], None]], None]
+
+
+class Remote:
+    """One SSH connection to the deploy user, shared by every command of one deploy."""
+
+    def __init__(self, settings: DeploySettings):
+        if shutil.which("ssh") is None:
+            raise ConnectionFailed("the OpenSSH client `ssh` is not installed on this machine (Debian/Ubuntu: apt-get install openssh-client)")
+        if not settings.known_hosts.is_file():
+            raise ConnectionFailed(
+                f"DEPLOY_KNOWN_HOSTS={str(settings.known_hosts)!r} does not exist. Add the server's key first, "
+                f"checking its fingerprint: ssh-keyscan -p {settings.port} {settings.host} >> {settings.known_hosts}")
+        self.settings = settings
+        # A short private folder: unix socket paths are limited to ~100 bytes.
+        self._dir = tempfile.mkdtemp(prefix="phs-ssh-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        self.where = f"{settings.user}@{settings.host}:{settings.port}"
+        self._base = ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                      "-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+                      "-o", f"ControlPath={self._dir}/cm", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15",
+                      "-p", str(settings.port), "-l", settings.user]
+        if settings.ssh_key is not None:
+            self._base += ["-i", str(settings.ssh_key), "-o", "IdentitiesOnly=yes"]
+        self.master: subprocess.Popen | None = None
+
+    def _argv(self, script: str, master: bool) -> list[str]:
+        mode = ["-o", "ControlMaster=yes", "-o", "ControlPersist=no"] if master else ["-o", "ControlMaster=no"]
+        return self._base + mode + [self.settings.host, "--", shlex.join(["sh", "-c", script])]
+
+    def start_master(self, script: str) -> subprocess.Popen:
+        """Open the connection running ``script``; its stdin stays open until ``close``."""
+        self.master = subprocess.Popen(self._argv(script, master=True), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self.master
+
+    def run(self, script: str, body: Body | None = None, what: str = "a command",
+            sent: Callable[[int], None] | None = None) -> bytes:
+        """Run ``script`` with ``body`` writing its stdin; return its stdout, or raise with its stderr."""
+        proc = subprocess.Popen(self._argv(script, master=False), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = bytearray(), bytearray()
+        readers = [threading.Thread(target=_drain, args=(proc.stdout, out), daemon=True),
+                   threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)]
+        for r in readers:
+            r.start()
+        try:
+            if body is not None:
+                def write(chunk: bytes) -> None:
+                    proc.stdin.write(chunk)
+                    if sent:
+                        sent(len(chunk))
+                body(write)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the server stopped reading: its exit status and message say why
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            status = proc.wait()
+            for r in readers:
+                r.join()
+        if status == 255:
+            raise ConnectionFailed(f"SSH to {self.where} failed while {what}: {err.decode('utf-8', 'replace').strip()}")
+        if status != 0:
+            message = err.decode("utf-8", "replace").strip() or out.decode("utf-8", "replace").strip()[:500]
+            raise RemoteCommandFailed(f"{what} failed on the server (exit {status}): {message}")
+        return bytes(out)
+
+    def close(self) -> None:
+        """End the master's command (the lock shell sees its stdin close) and the connection."""
+        if self.master is not None:
+            try:
+                self.master.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.master.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.master.kill()
+                self.master.wait()
+            for stream in (self.master.stdout, self.master.stderr):
+                stream.close()
+            self.master = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "Remote":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _drain(stream, into: bytearray) -> None:
+    while chunk := stream.read1(1 << 16):
+        into.extend(chunk)
+    stream.close()
