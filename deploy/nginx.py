@@ -95,6 +95,8 @@ fi
 # Keep the previous file (an empty one on the very first deploy: the include must never dangle).
 if [ -f "$vhost" ]; then cp -p "$vhost" "$vhost.prev" || exit 1; else : > "$vhost.prev" || exit 1; fi
 old_cert=$(readlink "$live" 2>/dev/null || true)
+# For a rollback after the reload (see rollback_script): which certificate to go back to.
+if [ -n "$new_cert" ]; then printf '%s' "$old_cert" > "$vhost.prev-cert" || exit 1; else rm -f "$vhost.prev-cert"; fi
 restore() {{
     cp -p "$vhost.prev" "$vhost.restore" && mv -f "$vhost.restore" "$vhost"
     if [ -n "$new_cert" ]; then
@@ -125,6 +127,30 @@ echo reloaded
 """
 
 
+def rollback_script(settings: DeploySettings) -> str:
+    """Put back the vhost (and certificate) the last install replaced, test, reload.
+
+    Used when nginx accepted the new vhost but does not answer with it: a reload that failed in
+    nginx's master (e.g. an address it cannot bind; `nginx -s reload` does not report that), a
+    vhost nginx does not include, or one shadowed by another site. The file must not stay: the
+    next nginx restart would load it.
+    """
+    q = shlex.quote
+    nginx = shlex.join(settings.nginx)
+    return f"""
+set -u
+vhost={q(str(settings.vhost_file))}; live={q(str(settings.tls_dir / LIVE))}
+[ -f "$vhost.prev" ] || exit 1
+if [ -f "$vhost.prev-cert" ]; then
+    old_cert=$(cat "$vhost.prev-cert")
+    if [ -n "$old_cert" ]; then ln -sfn "$old_cert" "$live.new" && mv -T "$live.new" "$live"; else rm -f "$live"; fi
+    rm -f "$vhost.prev-cert"
+fi
+cp -p "$vhost.prev" "$vhost.restore" && mv -f "$vhost.restore" "$vhost" || exit 1
+{nginx} -t 2>&1 && {nginx} -s reload 2>&1
+"""
+
+
 def apply_config(conn: Connection, settings: DeploySettings, vhost: Vhost, new_cert: str | None = None,
                  *, confirm_timeout: float = 10.0) -> Installed:
     """Install vhost (+ switch to new_cert), gate on `nginx -t`, reload, confirm; restore both on failure."""
@@ -144,7 +170,15 @@ def apply_config(conn: Connection, settings: DeploySettings, vhost: Vhost, new_c
     warnings = tuple(line for line in nginx_messages(out) if "[warn]" in line)
     for line in warnings:
         log.warning("nginx -t: %s", line)
-    confirm_live(settings, vhost, timeout=confirm_timeout, warnings=warnings)
+    try:
+        confirm_live(settings, vhost, timeout=confirm_timeout, warnings=warnings)
+    except NginxError as exc:
+        try:
+            shell(conn, rollback_script(settings), what="putting the previous vhost back")
+            undone = "The previous vhost and certificate were put back."
+        except RemoteCommandFailed as undo:
+            undone = f"Putting the previous vhost back failed too: {undo}"
+        raise NginxError(f"{exc}\n{undone}") from exc
     log.info("nginx vhost installed and live (%s)", vhost.vhost_id)
     return Installed(True, warnings)
 
