@@ -220,10 +220,12 @@ def fetch_renewal_info(settings, cert, verify, now: dt.datetime) -> RenewalInfo 
     """GET renewalInfo/<cert id> (unauthenticated). None if the CA has no ARI or does not answer:
     the lifetime rule then applies. Retry-After is kept so the next run does not ask too early."""
     net = network(None, verify)
-    directory = read_directory(settings.acme_directory, net)
     try:
-        base = directory["renewalInfo"]
+        base = read_directory(settings.acme_directory, net)["renewalInfo"]
     except KeyError:
+        return None
+    except CertificateError as exc:  # the CA is down: a deploy that needs no certificate must not fail for it
+        log.warning("%s; deciding by the 1/3-lifetime rule", exc)
         return None
     cert_id = ari_cert_id(cert)
     try:

@@ -38,6 +38,7 @@ from .settings import DeploySettings
 log = logging.getLogger("pelican_https.deploy")
 
 LIVE = "live"  # tls/live -> certs/<id>: nginx reads tls/live/{fullchain,privkey}.pem
+KEEP_CERTIFICATES = 3  # tls/certs/<id>: the new one, the live one, one more
 ARI_CACHE = "ari.json"  # tls/ari.json: the CA's last renewal info, kept until its Retry-After
 PatientNetwork = acme_client.PatientNetwork  # kept importable from here
 
@@ -295,8 +296,15 @@ def stage_certificate(conn: Connection, settings: DeploySettings, issued: Issued
     buf.seek(0)
     target = settings.tls_dir / "certs" / issued.cert_id
     q = shlex.quote
-    shell(conn, f"umask 077 && mkdir -p {q(str(target))}.partial && tar -xf - -C {q(str(target))}.partial "
-                f"&& mv {q(str(target))}.partial {q(str(target))}", stdin=buf, what="installing the new certificate")
+    # Same round trip: drop leftovers of interrupted stagings, and old certificates beyond the newest
+    # KEEP_CERTIFICATES (never the live one: it is what a failed install goes back to).
+    shell(conn, f"umask 077 && mkdir -p {q(str(target.parent))} && cd {q(str(target.parent))} && rm -rf -- *.partial "
+                f"&& mkdir {q(target.name)}.partial && tar -xf - -C {q(target.name)}.partial "
+                f"&& mv {q(target.name)}.partial {q(target.name)} "
+                f"&& live=$(basename \"$(readlink ../{LIVE} 2>/dev/null || echo none)\") "
+                f"&& ls -1 | sort | head -n -{KEEP_CERTIFICATES} | while read -r old; do "
+                f"[ \"$old\" = \"$live\" ] || rm -rf -- \"$old\"; done",
+          stdin=buf, what="installing the new certificate")
     return target
 
 

@@ -123,6 +123,10 @@ def test_a_ca_that_forgot_the_account_gets_the_same_key_again(life, short_lived)
     account_posts = [line for line in log.read_text()[offset:].splitlines() if "POST /sign-me-up" in line]
     assert len(account_posts) >= 2  # the look-up (accountDoesNotExist), then the registration of the same key
     assert (key_file.stat().st_mode & 0o777) == 0o600
+    # Four certificates were issued on this site; old ones are pruned, the live one never.
+    certs = sorted(p.name for p in (Path(settings.tls_dir) / "certs").iterdir())
+    assert len(certs) == certificates.KEEP_CERTIFICATES
+    assert (Path(settings.tls_dir) / certificates.LIVE).readlink().name == certs[-1]
 
 
 # --- on the session sandbox ------------------------------------------------------------------
@@ -144,7 +148,7 @@ def test_a_broken_install_keeps_the_old_certificate_served(kept):
     chain = (live / "fullchain.pem").read_bytes()
     wrong_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    broken = certificates.Issued("broken-for-test", chain, wrong_key, old)
+    broken = certificates.Issued(f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}-broken", chain, wrong_key, old)
     conn = connect(settings)
     try:
         staged = certificates.stage_certificate(conn, settings, broken)
