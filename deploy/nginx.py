@@ -40,7 +40,7 @@ _NGINX_LINE = re.compile(r"\[(emerg|alert|crit|error|warn)\]")
 
 
 @dataclass(frozen=True)
-class Installed:
+class InstallOutcome:
     changed: bool  # False: the same vhost and certificate were already installed, nginx not reloaded
     warnings: tuple[str, ...]  # nginx -t's [warn] lines (e.g. a server name another site also claims)
 
@@ -152,19 +152,19 @@ cp -p "$vhost.prev" "$vhost.restore" && mv -f "$vhost.restore" "$vhost" || exit 
 
 
 def apply_config(conn: Connection, settings: DeploySettings, vhost: Vhost, new_cert: str | None = None,
-                 *, confirm_timeout: float = 10.0) -> Installed:
+                 *, confirm_timeout: float = 10.0) -> InstallOutcome:
     """Install vhost (+ switch to new_cert), gate on `nginx -t`, reload, confirm; restore both on failure."""
     try:
         out = shell(conn, install_script(settings, new_cert), stdin=io.BytesIO(vhost.text.encode()),
                     what="installing the nginx vhost")
     except RemoteCommandFailed as exc:
-        raise _install_error(exc) from exc
+        raise _install_error(exc, settings) from exc
     if out.strip().endswith("unchanged"):
         # Same file, same certificate: no reload. Still make sure nginx runs it (a previous deploy
         # may have stopped after writing it); if not, reload it now.
         if _wait_until_live(settings, vhost, timeout=1.0):
             log.info("nginx vhost unchanged: no reload")
-            return Installed(False, ())
+            return InstallOutcome(False, ())
         log.info("nginx vhost unchanged on disk but not running yet: reloading")
         return _reload_only(conn, settings, vhost, confirm_timeout)
     warnings = tuple(line for line in nginx_messages(out) if "[warn]" in line)
@@ -180,18 +180,18 @@ def apply_config(conn: Connection, settings: DeploySettings, vhost: Vhost, new_c
             undone = f"Putting the previous vhost back failed too: {undo}"
         raise NginxError(f"{exc}\n{undone}") from exc
     log.info("nginx vhost installed and live (%s)", vhost.vhost_id)
-    return Installed(True, warnings)
+    return InstallOutcome(True, warnings)
 
 
-def _reload_only(conn: Connection, settings: DeploySettings, vhost: Vhost, timeout: float) -> Installed:
+def _reload_only(conn: Connection, settings: DeploySettings, vhost: Vhost, timeout: float) -> InstallOutcome:
     nginx = shlex.join(settings.nginx)
     try:
         shell(conn, f"out=$({nginx} -t 2>&1) || {{ echo \"$out\" >&2; exit {_TEST_FAILED}; }}; "
                     f"{nginx} -s reload 2>&1 || exit {_RELOAD_FAILED}", what="reloading nginx")
     except RemoteCommandFailed as exc:
-        raise _install_error(exc) from exc
+        raise _install_error(exc, settings) from exc
     confirm_live(settings, vhost, timeout=timeout)
-    return Installed(True, ())
+    return InstallOutcome(True, ())
 
 
 def confirm_live(settings: DeploySettings, vhost: Vhost, timeout: float = 10.0, warnings: tuple[str, ...] = ()) -> None:
@@ -206,7 +206,8 @@ def confirm_live(settings: DeploySettings, vhost: Vhost, timeout: float = 10.0, 
             f"nginx accepted and reloaded the new vhost, but http://{settings.canonical_domain}:{settings.http_port}"
             f"{vhost.probe_path} did not answer 204 within {timeout:.0f} s. Check that nginx includes "
             f"{settings.vhost_file} (`fab server-setup` links it into sites-enabled or conf.d), that no other "
-            f"site claims the same server_name on the same port, and that "
+            f"site claims the same server_name on the same port, that nginx could apply it (nginx's error log "
+            f"tells, e.g. an address of DEPLOY_LISTEN it cannot listen on, such as [::] without IPv6), and that "
             f"{settings.verify_address or settings.canonical_domain} reaches this server on port {settings.http_port}."
             + warned
         )
@@ -240,15 +241,19 @@ def _wait_until_live(settings: DeploySettings, vhost: Vhost, timeout: float, in_
         time.sleep(0.02 if hits else 0.05)
 
 
-def _install_error(exc: RemoteCommandFailed) -> NginxError:
+def _install_error(exc: RemoteCommandFailed, settings: DeploySettings) -> NginxError:
     text = str(exc)
     status = re.search(r"\(exit (\d+)\)", text)
     code = int(status.group(1)) if status else None
     said = "\n    ".join(nginx_messages(text.split(": ", 1)[-1])) if ": " in text else text
     if code == _TEST_FAILED:
+        ours = (str(settings.vhost_file), f"/{settings.site_name}.conf:")
+        elsewhere = ("" if any(mark in said for mark in ours) else
+                     "\nThe file nginx names is not this site's vhost: another site's configuration fails "
+                     "`nginx -t` (alone or together with ours); it must be fixed before any reload is safe.")
         return NginxError(
             "nginx -t rejected the new configuration, so the previous vhost and certificate were put back "
-            "and nginx keeps running on its old config. nginx said:\n    " + said)
+            "and nginx keeps running on its old config. nginx said:\n    " + said + elsewhere)
     if code == _RELOAD_FAILED:
         return NginxError(
             "nginx -t accepted the new vhost but `nginx -s reload` failed (is nginx running?); the previous "

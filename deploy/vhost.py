@@ -97,7 +97,7 @@ def render_vhost(settings: DeploySettings, nginx_version: tuple[int, ...], *, wi
 
 def hsts_value(settings: DeploySettings) -> str:
     """Built from an integer and fixed words only."""
-    value = f"max-age={int(settings.hsts_max_age)}"
+    value = f"max-age={_number('DEPLOY_HSTS_MAX_AGE', settings.hsts_max_age)}"
     if settings.hsts_include_subdomains:
         value += "; includeSubDomains"
     if settings.hsts_preload:
@@ -206,17 +206,23 @@ def _tls_head(settings: DeploySettings, nginx_version: tuple[int, ...], names: l
 def _listens(settings: DeploySettings, port: int, options: list[str], default: bool) -> str:
     words = [*options, "default_server"] if default else options
     suffix = "".join(" " + w for w in words)
-    port = int(port)
+    port = _number("DEPLOY_HTTP_PORT/DEPLOY_HTTPS_PORT", port)
     return "".join(f"    listen {_word('DEPLOY_LISTEN', address)}:{port}{suffix};\n" for address in settings.listen_addresses)
 
 
 def _origin(settings: DeploySettings, domain: str) -> str:
-    port = int(settings.https_port)
+    port = _number("DEPLOY_HTTPS_PORT", settings.https_port)
     return f"https://{domain}" + ("" if port == 443 else f":{port}")
 
 
 def _version(version: tuple[int, ...]) -> str:
     return ".".join(str(int(x)) for x in version)
+
+
+def _number(setting: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SettingsError(f"{setting}: refusing to write {value!r} into the nginx config; expected a whole number")
+    return value
 
 
 def _word(setting: str, value: str) -> str:

@@ -286,6 +286,7 @@ def test_conflicting_block_from_another_site_is_refused_and_the_server_keeps_run
         conflict.unlink()
     assert "nginx -t rejected the new configuration" in message and "keeps running on its old config" in message
     assert "[emerg]" in message and 'shared memory zone "pelican_https"' in message
+    assert "zz-conflict.conf" in message and "another site's configuration fails" in message
 
 
 def test_duplicate_default_server_is_refused(unchanged_site, sandbox):
@@ -308,6 +309,7 @@ def test_a_vhost_nginx_rejects_is_rolled_back_with_nginx_own_words(unchanged_sit
     broken = Vhost(good.text + "\nbogus_directive on;\n", good.probe_path)  # stands for a renderer bug
     message = apply_expecting_failure(settings, broken)
     assert 'unknown directive "bogus_directive"' in message
+    assert "another site's configuration" not in message  # nginx named our own file
     assert f"{SITE}.conf:{broken.text.count(chr(10))}" in message  # nginx's own file:line, through the include link
 
 

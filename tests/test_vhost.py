@@ -267,6 +267,9 @@ def test_hostile_settings_are_refused_with_name_and_value(setting, value):
     ("listen_addresses", ("* default_server",)),
     ("remote_root", Path("/srv/www/a;b")),
     ("state_dir", Path("/var/lib/$x")),
+    ("hsts_max_age", "63072000; preload"),
+    ("https_port", "443 default_server"),
+    ("http_port", "80;"),
 ])
 def test_renderer_refuses_values_that_bypassed_validation(field, value):
     """Defence in depth: a hand-built DeploySettings cannot smuggle a directive in either."""
