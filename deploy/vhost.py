@@ -32,6 +32,10 @@ INTERMEDIATE_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
+# No ssl_ecdh_curve: Mozilla 6.0 lists X25519MLKEM768:X25519:prime256v1:secp384r1, but naming the
+# post-quantum hybrid fails `nginx -t` on OpenSSL < 3.5 (Debian 12 has 3.0), and naming only the
+# classic groups would switch it off where OpenSSL's defaults already offer it. OpenSSL's default
+# groups are all ECDHE (X25519, P-256, ...), as testssl.sh confirms in tests/test_tls.py.
 # One zone for every pelican-https site on the server: nginx shares a zone declared with the same
 # name and size, and refuses the same name with another size (nginx -t catches that).
 SESSION_CACHE = "shared:pelican_https:10m"  # about 40000 sessions
