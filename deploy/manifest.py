@@ -212,24 +212,14 @@ def parse_listing(data: bytes) -> dict[str, tuple[str, int, int, str]]:
     return listing
 
 
-def parse_sums(data: bytes) -> dict[str, str]:
-    """Parse ``sha256sum -z`` output of ``./path`` names: path -> hex digest."""
-    sums = {}
-    for record in data.split(b"\0"):
-        if record:
-            digest, _, name = record.partition(b"  ")
-            sums[os.fsdecode(name)[2:] if name.startswith(b"./") else os.fsdecode(name)] = digest.decode()
-    return sums
-
-
-def check_release(expected: Manifest, listing: Mapping[str, tuple[str, int, int, str]],
-                  sums: Mapping[str, str], uploaded: Iterable[Entry]) -> list[str]:
+def check_release(expected: Manifest, listing: Mapping[str, tuple[str, int, int, str]]) -> list[str]:
     """Problems of a built release against its manifest (empty: it matches).
 
-    Every entry is checked for kind, mode, size (files) and target (symlinks), nothing may be
-    missing or extra; the files sent in this deploy are also checked by content (SHA-256).
-    Unchanged files are hard links to the previous release's files, whose content was checked
-    the same way when they were uploaded.
+    Every entry is checked for kind, mode, size (files) and target (symlinks); nothing may be
+    missing or extra. Contents are not hashed again on the server (coreutils' sha256sum reads
+    at ~150 MB/s: 0.4 s for a 50 MB site, on every deploy): the bytes were hashed as they were
+    packed, travelled inside SSH's MAC (and zstd's or gzip's checksum), and unchanged files are
+    hard links to files that were checked the same way.
     """
     problems = []
     for path in sorted(set(expected) | set(listing)):
@@ -246,9 +236,6 @@ def check_release(expected: Manifest, listing: Mapping[str, tuple[str, int, int,
             problems.append(f"{path!r} has {got[2]} bytes, expected {want.size}")
         elif want.kind == LINK and got[3] != want.digest:
             problems.append(f"{path!r} points to {got[3]!r}, expected {want.digest!r}")
-    for entry in uploaded:
-        if entry.kind == FILE and sums.get(entry.path) != entry.digest:
-            problems.append(f"{entry.path!r} does not have the content that was sent (SHA-256 {sums.get(entry.path)}, expected {entry.digest})")
     return problems
 
 

@@ -7,27 +7,28 @@ Server layout (under DEPLOY_REMOTE_ROOT):
     releases/<id>.partial/    a release being built; never live; removed by the next deploy
     current -> releases/<id>  the live release, switched by one rename
 
-How a deploy travels, in as few round trips as possible (one SSH connection for everything):
+How a deploy travels, in as few round trips as possible (one SSH connection, see remote.py):
 
-1. The lock channel (``lock.hold``) also runs ``PROBE``: it reports which release is live, the
-   release names, whether the server has zstd, and the live release's manifest.
-2. Locally (while the connection is being made) every file is hashed into a manifest; the
-   diff against the live manifest says what is new, changed, deleted and unchanged.
-3. One channel carries one stream: a few control sections (the new manifest, the paths to
-   delete, the paths sent), then the new and changed files as a zstd tar (gzip if either side
-   lacks zstd), then already-compressed files (.jpg, .png, .woff2 ...) as a plain tar, since
-   compressing them again costs CPU for nothing. The server builds ``<id>.partial`` with
-   ``cp -al`` from the live release (unchanged files become hard links: no bytes move),
-   removes deleted paths, unpacks the stream with ``tar --unlink-first`` (a hard-linked file is
-   replaced, never written through: the file stays intact in older releases), and answers with
-   a listing of the new release and the SHA-256 of every file it received.
-4. The client checks that answer against the manifest (``manifest.check_release``): every path,
-   kind, mode, size and symlink target, nothing missing or extra, and the content of every file
-   sent. A mismatch fails the deploy before anything goes live (after one full-upload retry, in
-   case the previous release was changed by hand on the server).
-5. ``activate`` renames ``<id>.partial`` to ``<id>`` and switches ``current`` (one channel).
+1. The lock shell (``lock.DeployLock``) also runs ``probe_script``: it reports which release is
+   live, the release names, whether the server has zstd, and the live release's manifest.
+2. Locally (while SSH connects) every file is hashed into a manifest; the diff against the
+   live manifest says what is new, changed, deleted and unchanged.
+3. One command carries one stream: the new manifest and the paths to delete, then the new and
+   changed files that are already compressed (.jpg, .png, .woff2 ...) as a plain tar (zstd
+   would only burn CPU on them), then the other ones as a zstd tar (gzip if either side lacks
+   zstd), tarred, compressed and sent at the same time. The server builds ``<id>.partial`` with
+   ``cp -al`` from the live release (unchanged files become hard links: no bytes move), removes
+   deleted paths, and unpacks: GNU tar replaces an existing file by unlinking it first, so a
+   hard-linked file is never written through and older releases keep their copy. It answers
+   with a listing of the new release (every path, kind, mode, size, link target).
+4. The client checks that listing against the manifest (``manifest.check_release``): nothing
+   missing, nothing extra, every kind, mode, size and target as expected. A mismatch fails the
+   deploy before anything goes live, after one full-upload retry (in case the live release was
+   edited by hand on the server).
+5. ``activate`` renames ``<id>.partial`` to ``<id>``, switches ``current`` with one rename and
+   prunes old releases (one round trip).
 
-The server needs only POSIX sh, coreutils, findutils, tar, flock and gzip (zstd if present).
+The server needs only POSIX sh, coreutils, findutils, GNU tar, flock and gzip (zstd if present).
 """
 
 from __future__ import annotations
@@ -162,9 +163,9 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
     sent = 0
     for base in ([previous, None] if previous else [None]):
         plan = mf.diff(state.manifest if base else None, local)
-        n, listing, sums = _send_release(remote, settings, release_id, base, plan, local, compression, progress)
+        n, listing = _send_release(remote, settings, release_id, base, plan, local, compression, progress)
         sent += n
-        problems = mf.check_release(local, listing, sums, plan.upload)
+        problems = mf.check_release(local, listing)
         if not problems:
             return Staged(release_id, plan, sent, time.monotonic() - started, compression)
         detail = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
@@ -177,15 +178,14 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
 
 
 def _send_release(remote: Remote, settings: DeploySettings, release_id: str, base: str | None, plan: mf.Plan,
-                  local: mf.Manifest, compression: str, progress: Callable[[int, int], None] | None) -> tuple[int, dict, dict]:
-    """Send one release build; return bytes sent and the server's listing and checksums of it."""
+                  local: mf.Manifest, compression: str, progress: Callable[[int, int], None] | None) -> tuple[int, dict]:
+    """Send one release build; return bytes sent and the server's listing of it."""
     output = settings.output_path
     packed = [e for e in plan.upload + plan.new_dirs if e.kind != mf.FILE or not mf.is_compressed(e.path)]
     plain = [e for e in plan.upload if e.kind == mf.FILE and mf.is_compressed(e.path)]
     control = [
         mf.dump(local),
         b"".join(os.fsencode("./" + p) + b"\0" for p in plan.deleted),
-        b"".join(os.fsencode("./" + e.path) + b"\0" for e in plan.upload if e.kind == mf.FILE),
     ]
     plain_size = _tar_size(plain) if plain else 0
     script = stage_script(settings, release_id, base, [len(c) for c in control] + [plain_size],
@@ -206,22 +206,19 @@ def _send_release(remote: Remote, settings: DeploySettings, release_id: str, bas
             _send_compressed(output, packed, compression, write)
 
     out = remote.run(script, body, what="uploading the release", sent=meter.add)
-    head, _, rest = out.partition(b"\n")
     try:
-        listing_size, sums_size = (int(n) for n in head.split())
-        listing = mf.parse_listing(gzip.decompress(rest[:listing_size]))
-        sums = mf.parse_sums(rest[listing_size:listing_size + sums_size])
+        listing = mf.parse_listing(gzip.decompress(out))
     except (ValueError, OSError, EOFError) as exc:
         raise UploadError(f"unexpected answer from the server after the upload: {out[:300]!r}") from exc
-    return meter.done, listing, sums
+    return meter.done, listing
 
 
 def stage_script(settings: DeploySettings, release_id: str, base: str | None, sizes: list[int],
                  decompress: str, packed_tar: bool) -> str:
     """The server side of the upload, as one POSIX sh script reading the stream on stdin. Pure.
 
-    ``sizes``: byte counts of the manifest, the NUL-separated delete list, the NUL-separated
-    list of files sent, and the plain tar; the compressed tar (if any) runs to the end.
+    ``sizes``: byte counts of the manifest, the NUL-separated delete list and the plain tar;
+    the compressed tar (if any) runs to the end.
     """
     q = shlex.quote
     if not mf.RELEASE_ID.fullmatch(release_id) or (base is not None and not mf.RELEASE_ID.fullmatch(base)):
@@ -232,7 +229,7 @@ def stage_script(settings: DeploySettings, release_id: str, base: str | None, si
     # -p applies the archive's modes exactly (0644/0755) whatever the umask; GNU tar strips
     # leading '/' and refuses members containing '..'.
     untar = "tar -x -p --no-same-owner -f -"
-    n_manifest, n_deleted, n_sent, n_plain = (int(n) for n in sizes)
+    n_manifest, n_deleted, n_plain = (int(n) for n in sizes)
     return "\n".join([
         "set -eu",
         "umask 022",
@@ -247,16 +244,13 @@ def stage_script(settings: DeploySettings, release_id: str, base: str | None, si
         'take() { head -c "$1" > "$2"; [ "$(wc -c < "$2")" -eq "$1" ] || { echo "the upload stream was cut short" >&2; exit 1; }; }',
         f"take {n_manifest} {meta}/manifest.gz",
         f"take {n_deleted} {meta}/deleted",
-        f"take {n_sent} {meta}/sent",
         f"cd {rel}",
         f"xargs -0 -r rm -rf -- < ../{meta}/deleted",
         f"head -c {n_plain} | {untar}" if n_plain else ":",
         (f"{{ {decompress} || echo failed > ../{meta}/payload-failed; }} | {untar}\n"
          f"[ ! -e ../{meta}/payload-failed ] || {{ echo 'the compressed upload is damaged' >&2; exit 1; }}") if packed_tar else ":",
-        f"find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0' | gzip -1 > ../{meta}/listing",
-        f"xargs -0 -r sha256sum -z -- < ../{meta}/sent > ../{meta}/sums",
-        f'printf "%s %s\\n" "$(wc -c < ../{meta}/listing)" "$(wc -c < ../{meta}/sums)"',
-        f"cat ../{meta}/listing ../{meta}/sums",
+        # The answer: the new release as it is on disk, checked by the client against the manifest.
+        f"find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0' | gzip -1",
     ])
 
 

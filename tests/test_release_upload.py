@@ -202,7 +202,7 @@ def test_a_hostile_archive_cannot_write_outside_the_release(site, tmp_path):
         add("hard", type=tarfile.LNKTYPE, linkname="/etc/passwd")
     archive = buf.getvalue()
     release_id = upload.new_release_id(p.name for p in releases.iterdir())
-    script = upload.stage_script(settings, release_id, None, [0, 0, 0, len(archive)], "gzip -dc", False)
+    script = upload.stage_script(settings, release_id, None, [0, 0, len(archive)], "gzip -dc", False)
     with Remote(settings) as remote:
         with pytest.raises(RemoteCommandFailed):
             remote.run(script, lambda write: write(archive), what="a hostile upload")

@@ -143,20 +143,18 @@ EXPECTED = m(f("a", "h1", 3), d("s"), f("s/b b", "h2", 4), link("l", "a"))
 GOOD_LISTING = [("f", 0o644, 3, "", "a"), ("d", 0o755, 4096, "", "s"), ("f", 0o644, 4, "", "s/b b"), ("l", 0o777, 1, "a", "l")]
 
 
-@pytest.mark.parametrize("listing,sums,problem", [
-    (GOOD_LISTING, {"a": "h1"}, None),
-    (GOOD_LISTING[:-1], {"a": "h1"}, "missing: 'l'"),
-    (GOOD_LISTING + [("f", 0o644, 1, "", "extra")], {"a": "h1"}, "unexpected: 'extra'"),
-    ([("f", 0o600, 3, "", "a")] + GOOD_LISTING[1:], {"a": "h1"}, "'a' has mode 600, expected 644"),
-    ([("f", 0o644, 2, "", "a")] + GOOD_LISTING[1:], {"a": "h1"}, "'a' has 2 bytes, expected 3"),
-    ([("d", 0o755, 0, "", "a")] + GOOD_LISTING[1:], {"a": "h1"}, "'a' is a folder, expected a file"),
-    (GOOD_LISTING[:-1] + [("l", 0o777, 1, "/etc", "l")], {"a": "h1"}, "'l' points to '/etc', expected 'a'"),
-    (GOOD_LISTING, {"a": "bad"}, "'a' does not have the content that was sent"),
-    (GOOD_LISTING, {}, "'a' does not have the content that was sent"),
+@pytest.mark.parametrize("listing,problem", [
+    (GOOD_LISTING, None),
+    (GOOD_LISTING[:-1], "missing: 'l'"),
+    (GOOD_LISTING + [("f", 0o644, 1, "", "extra")], "unexpected: 'extra'"),
+    ([("f", 0o600, 3, "", "a")] + GOOD_LISTING[1:], "'a' has mode 600, expected 644"),
+    ([("f", 0o644, 2, "", "a")] + GOOD_LISTING[1:], "'a' has 2 bytes, expected 3"),
+    ([("d", 0o755, 0, "", "a")] + GOOD_LISTING[1:], "'a' is a folder, expected a file"),
+    (GOOD_LISTING[:-1] + [("l", 0o777, 1, "/etc", "l")], "'l' points to '/etc', expected 'a'"),
+    (GOOD_LISTING[:-1] + [("f", 0o644, 1, "", "l")], "'l' is a file, expected a symlink"),
 ])
-def test_check_release(listing, sums, problem):
-    parsed = mf.parse_listing(listing_bytes(listing))
-    problems = mf.check_release(EXPECTED, parsed, sums, [EXPECTED["a"]])
+def test_check_release(listing, problem):
+    problems = mf.check_release(EXPECTED, mf.parse_listing(listing_bytes(listing)))
     if problem is None:
         assert problems == []
     else:
@@ -168,10 +166,6 @@ def test_parse_listing_handles_newlines_and_spaces_in_names():
     assert parsed == {"new\nline x": ("f", 0o644, 5, ""), "l k": ("l", 0o777, 3, "a b")}
     with pytest.raises(UploadError, match="truncated"):
         mf.parse_listing(b"f\0644\0")
-
-
-def test_parse_sums():
-    assert mf.parse_sums(b"ab  ./x y\0cd  ./new\nline\0") == {"x y": "ab", "new\nline": "cd"}
 
 
 # --- release ids ----------------------------------------------------------------------------------------
@@ -248,12 +242,12 @@ def settings(tmp_path):
 
 def test_stage_script_takes_only_release_ids(settings):
     with pytest.raises(UploadError):
-        upload.stage_script(settings, "x; rm -rf /", None, [0, 0, 0, 0], "gzip -dc", False)
+        upload.stage_script(settings, "x; rm -rf /", None, [0, 0, 0], "gzip -dc", False)
     with pytest.raises(UploadError):
-        upload.stage_script(settings, A, "../etc", [0, 0, 0, 0], "gzip -dc", False)
-    script = upload.stage_script(settings, B, A, [1, 2, 3, 4], "zstd -dcq", True)
+        upload.stage_script(settings, A, "../etc", [0, 0, 0], "gzip -dc", False)
+    script = upload.stage_script(settings, B, A, [1, 2, 3], "zstd -dcq", True)
     assert f"cp -al -- {A}/. {B}.partial/" in script
-    assert "head -c 4 | tar -x -p --no-same-owner -f -" in script
+    assert "head -c 3 | tar -x -p --no-same-owner -f -" in script
     with pytest.raises(UploadError):
         upload.switch_script(settings, "../../etc")
 
