@@ -63,39 +63,15 @@ class Remote:
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return self.master
 
+    def start(self, script: str, what: str = "a command") -> "Command":
+        """Start ``script`` now (multiplexed over the master); feed and finish it with ``Command.finish``."""
+        return Command(subprocess.Popen(self._argv(script, master=False), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE), self.where, what)
+
     def run(self, script: str, body: Body | None = None, what: str = "a command",
             sent: Callable[[int], None] | None = None) -> bytes:
         """Run ``script`` with ``body`` writing its stdin; return its stdout, or raise with its stderr."""
-        proc = subprocess.Popen(self._argv(script, master=False), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = bytearray(), bytearray()
-        readers = [threading.Thread(target=_drain, args=(proc.stdout, out), daemon=True),
-                   threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)]
-        for r in readers:
-            r.start()
-        try:
-            if body is not None:
-                def write(chunk: bytes) -> None:
-                    proc.stdin.write(chunk)
-                    if sent:
-                        sent(len(chunk))
-                body(write)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the server stopped reading: its exit status and message say why
-        except BaseException:
-            proc.kill()
-            raise
-        finally:
-            status = proc.wait()
-            for r in readers:
-                r.join()
-        if status == 255:
-            raise ConnectionFailed(f"SSH to {self.where} failed while {what}: {err.decode('utf-8', 'replace').strip()}")
-        if status != 0:
-            message = err.decode("utf-8", "replace").strip() or out.decode("utf-8", "replace").strip()[:500]
-            raise RemoteCommandFailed(f"{what} failed on the server (exit {status}): {message}")
-        return bytes(out)
+        return self.start(script, what).finish(body, sent)
 
     def close(self) -> None:
         """End the master's command (the lock shell sees its stdin close) and the connection."""
@@ -125,3 +101,43 @@ def _drain(stream, into: bytearray) -> None:
     while chunk := stream.read1(1 << 16):
         into.extend(chunk)
     stream.close()
+
+
+class Command:
+    """A running remote command: its output is read in threads while ``finish`` writes its input."""
+
+    def __init__(self, proc: subprocess.Popen, where: str, what: str):
+        self.proc, self.where, self.what = proc, where, what
+        self.out, self.err = bytearray(), bytearray()
+        self.readers = [threading.Thread(target=_drain, args=(proc.stdout, self.out), daemon=True),
+                        threading.Thread(target=_drain, args=(proc.stderr, self.err), daemon=True)]
+        for r in self.readers:
+            r.start()
+
+    def finish(self, body: Body | None = None, sent: Callable[[int], None] | None = None) -> bytes:
+        """Write ``body`` to the command's stdin, close it, wait; return stdout or raise with stderr."""
+        proc = self.proc
+        try:
+            if body is not None:
+                def write(chunk: bytes) -> None:
+                    proc.stdin.write(chunk)
+                    if sent:
+                        sent(len(chunk))
+                body(write)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the server stopped reading: its exit status and message say why
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            status = proc.wait()
+            for r in self.readers:
+                r.join()
+        err = self.err.decode("utf-8", "replace").strip()
+        if status == 255:
+            raise ConnectionFailed(f"SSH to {self.where} failed while {self.what}: {err}")
+        if status != 0:
+            raise RemoteCommandFailed(f"{self.what} failed on the server (exit {status}): "
+                                      f"{err or self.out.decode('utf-8', 'replace').strip()[:500]}")
+        return bytes(self.out)

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from . import manifest as mf
 from .errors import UploadError
 from .lock import busy_prefix
-from .remote import Remote
+from .remote import Command, Remote
 from .settings import DeploySettings
 
 if TYPE_CHECKING:  # fabric is not imported at run time: a lean upload process starts faster
@@ -77,10 +77,20 @@ class ServerState:
     manifest: dict | None  # the live release's manifest, when it has one
 
 
+PRELINKED = ".prelinked"  # in releases/: a hard-linked copy of the live release, made ahead of time
+
+
 def probe_script(settings: DeploySettings) -> str:
-    """Read-only; run by the lock channel right after locking. Output parsed by ``parse_probe``."""
+    """Run by the lock shell right after locking; output parsed by ``parse_probe``.
+
+    It also starts hard-linking the live release into ``releases/.prelinked`` in the background
+    (holding ``deploy.lock.prep`` until done), while the client computes the diff: the upload
+    then starts from that copy instead of waiting for ``cp -al``.
+    """
     q = shlex.quote
     root, releases = str(settings.remote_root), str(settings.releases_dir)
+    prep, busy = str(settings.lock_file) + ".prep", str(settings.lock_file) + ".busy"
+    prelinked = q(releases + "/" + PRELINKED)
     return "\n".join([
         "if command -v zstd >/dev/null 2>&1; then echo zstd yes; else echo zstd no; fi",
         f"cur=$(readlink {q(root + '/current')} 2>/dev/null || true); cur=${{cur##*/}}",
@@ -88,6 +98,15 @@ def probe_script(settings: DeploySettings) -> str:
         f"printf 'releases '; ls -1 {q(releases)} 2>/dev/null | tr '\\n' ' '; echo",
         f'm={q(releases)}/"$cur".manifest',
         'if [ -n "$cur" ] && [ -f "$m" ]; then printf "manifest %s\\n" "$(wc -c < "$m")"; cat "$m"; else echo "manifest 0"; fi',
+        f"rm -rf -- {prelinked} {prelinked}.ok",
+        'if [ -n "$cur" ] && [ -f "$m" ]; then',
+        f"  exec 5>>{q(prep)} && flock -x 5",
+        # The copy keeps fd 5 (so the upload can wait for it) and a shared hold on the busy lock
+        # (so the lock is not released under it); it lets go of the deploy lock itself (fd 9).
+        f"  ( exec 9>&- 8>>{q(busy)}; flock -s 8; cp -al -- {q(releases)}/\"$cur\" {prelinked} && printf '%s' \"$cur\" > {prelinked}.ok ) "
+        "</dev/null >/dev/null 2>&1 &",
+        "  exec 5>&-",
+        "fi",
     ])
 
 
@@ -160,10 +179,14 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
     if settings.skip_unchanged and previous and state.manifest == dict(local):
         return Staged(previous, None, 0, time.monotonic() - started, "none")
     compression = "zstd" if state.has_zstd and shutil.which("zstd") else "gzip"
+    script = stage_script(settings, release_id, "zstd -dcq" if compression == "zstd" else "gzip -dc")
     sent = 0
     for base in ([previous, None] if previous else [None]):
+        # The server side starts (SSH session, clean-up, waiting for the pre-linked copy)
+        # while the diff and the new manifest are computed here.
+        command = remote.start(script, what="uploading the release")
         plan = mf.diff(state.manifest if base else None, local)
-        n, listing = _send_release(remote, settings, release_id, base, plan, local, compression, progress)
+        n, listing = _send_release(command, settings, base, plan, local, compression, progress)
         sent += n
         problems = mf.check_release(local, listing)
         if not problems:
@@ -177,25 +200,22 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
     raise AssertionError("unreachable")
 
 
-def _send_release(remote: Remote, settings: DeploySettings, release_id: str, base: str | None, plan: mf.Plan,
+def _send_release(command: Command, settings: DeploySettings, base: str | None, plan: mf.Plan,
                   local: mf.Manifest, compression: str, progress: Callable[[int, int], None] | None) -> tuple[int, dict]:
     """Send one release build; return bytes sent and the server's listing of it."""
     output = settings.output_path
     packed = [e for e in plan.upload + plan.new_dirs if e.kind != mf.FILE or not mf.is_compressed(e.path)]
     plain = [e for e in plan.upload if e.kind == mf.FILE and mf.is_compressed(e.path)]
-    control = [
-        mf.dump(local),
-        b"".join(os.fsencode("./" + p) + b"\0" for p in plan.deleted),
-    ]
+    manifest_bytes = mf.dump(local)
+    deleted = b"".join(os.fsencode("./" + p) + b"\0" for p in plan.deleted)
     plain_size = _tar_size(plain) if plain else 0
-    script = stage_script(settings, release_id, base, [len(c) for c in control] + [plain_size],
-                          "zstd -dcq" if compression == "zstd" else "gzip -dc", bool(packed))
+    header = stage_header(len(manifest_bytes), len(deleted), plain_size, base, bool(packed))
     # The compressed size is known only at the end: estimate it for the bar (HTML shrinks ~6x).
-    estimate = sum(len(c) for c in control) + plain_size + sum(e.size for e in packed) // 6
+    estimate = len(header) + len(manifest_bytes) + len(deleted) + plain_size + sum(e.size for e in packed) // 6
     meter = _Meter(estimate, progress)
 
     def body(write: Callable[[bytes], None]) -> None:
-        for part in control:
+        for part in (header, manifest_bytes, deleted):
             for i in range(0, len(part), CHUNK):
                 write(part[i:i + CHUNK])
         if plain:
@@ -205,7 +225,7 @@ def _send_release(remote: Remote, settings: DeploySettings, release_id: str, bas
         if packed:
             _send_compressed(output, packed, compression, write)
 
-    out = remote.run(script, body, what="uploading the release", sent=meter.add)
+    out = command.finish(body, sent=meter.add)
     try:
         listing = mf.parse_listing(gzip.decompress(out))
     except (ValueError, OSError, EOFError) as exc:
@@ -213,23 +233,32 @@ def _send_release(remote: Remote, settings: DeploySettings, release_id: str, bas
     return meter.done, listing
 
 
-def stage_script(settings: DeploySettings, release_id: str, base: str | None, sizes: list[int],
-                 decompress: str, packed_tar: bool) -> str:
+def stage_header(n_manifest: int, n_deleted: int, n_plain: int, base: str | None, packed: bool) -> bytes:
+    """The first line of the upload stream: section sizes, the release to link from, whether a
+    compressed tar follows. Pure."""
+    if base is not None and not mf.RELEASE_ID.fullmatch(base):
+        raise UploadError(f"bad release id {base!r}")
+    return f"{int(n_manifest)} {int(n_deleted)} {int(n_plain)} {base or '-'} {int(packed)}\n".encode()
+
+
+_ID_GLOB = "[0-9]" * 8 + "T" + "[0-9]" * 12 + "Z"
+
+
+def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> str:
     """The server side of the upload, as one POSIX sh script reading the stream on stdin. Pure.
 
-    ``sizes``: byte counts of the manifest, the NUL-separated delete list and the plain tar;
-    the compressed tar (if any) runs to the end.
+    The stream: ``stage_header``'s line; the manifest; the NUL-separated paths to delete; the
+    plain tar; the compressed tar (if any), to the end.
     """
     q = shlex.quote
-    if not mf.RELEASE_ID.fullmatch(release_id) or (base is not None and not mf.RELEASE_ID.fullmatch(base)):
-        raise UploadError(f"bad release id {release_id!r} / {base!r}")
+    if not mf.RELEASE_ID.fullmatch(release_id):
+        raise UploadError(f"bad release id {release_id!r}")
     rel, meta = q(release_id + ".partial"), q(release_id + ".partial-meta")
     # GNU tar replaces an existing file by unlinking it first (it opens with O_EXCL and unlinks on
     # EEXIST), so a hard-linked file is never written through: older releases keep their copy.
     # -p applies the archive's modes exactly (0644/0755) whatever the umask; GNU tar strips
     # leading '/' and refuses members containing '..'.
     untar = "tar -x -p --no-same-owner -f -"
-    n_manifest, n_deleted, n_plain = (int(n) for n in sizes)
     return "\n".join([
         "set -eu",
         "umask 022",
@@ -237,20 +266,30 @@ def stage_script(settings: DeploySettings, release_id: str, base: str | None, si
         f"mkdir -p {q(str(settings.releases_dir))}",
         f"cd {q(str(settings.releases_dir))}",
         # Leftovers of an interrupted deploy: never live, and we hold the lock.
-        "rm -rf -- ./*.partial ./*.partial-meta",
-        f"mkdir {rel} {meta}",
-        # Unchanged files: hard links to the live release (no bytes copied, no bytes sent).
-        f"cp -al -- {q(base)}/. {rel}/" if base else ":",
+        f"rm -rf -- ./*.partial ./*.partial-meta; mkdir {meta}",
+        # The header (sh's `read` takes a pipe byte by byte: it never reads past the line).
+        "read -r n_manifest n_deleted n_plain base packed",
+        'for n in "$n_manifest" "$n_deleted" "$n_plain" "$packed"; do case $n in ""|*[!0-9]*) echo "bad upload header" >&2; exit 1;; esac; done',
+        f'case $base in -) base=;; {_ID_GLOB}) ;; *) echo "bad upload header" >&2; exit 1;; esac',
+        # Unchanged files: hard links to the live release (no bytes copied, no bytes sent): the
+        # copy the probe started, once it is complete and of the right release, or a new one.
+        'if [ -n "$base" ]; then',
+        f"  exec 6>>{q(str(settings.lock_file) + '.prep')} && flock -x 6",
+        f'  if [ -d {PRELINKED} ] && [ "$(cat {PRELINKED}.ok 2>/dev/null)" = "$base" ]; then mv -T {PRELINKED} {rel}; '
+        f'else mkdir {rel} && cp -al -- "$base"/. {rel}/; fi',
+        "else",
+        f"  mkdir {rel}",
+        "fi",
+        f"rm -rf -- {PRELINKED} {PRELINKED}.ok",
         'take() { head -c "$1" > "$2"; [ "$(wc -c < "$2")" -eq "$1" ] || { echo "the upload stream was cut short" >&2; exit 1; }; }',
-        f"take {n_manifest} {meta}/manifest.gz",
-        f"take {n_deleted} {meta}/deleted",
+        f'take "$n_manifest" {meta}/manifest.gz',
         f"cd {rel}",
-        f"xargs -0 -r rm -rf -- < ../{meta}/deleted",
-        f"head -c {n_plain} | {untar}" if n_plain else ":",
-        (f"{{ {decompress} || echo failed > ../{meta}/payload-failed; }} | {untar}\n"
-         f"[ ! -e ../{meta}/payload-failed ] || {{ echo 'the compressed upload is damaged' >&2; exit 1; }}") if packed_tar else ":",
+        f'if [ "$n_deleted" -gt 0 ]; then take "$n_deleted" ../{meta}/deleted; xargs -0 -r rm -rf -- < ../{meta}/deleted; fi',
+        f'if [ "$n_plain" -gt 0 ]; then head -c "$n_plain" | {untar}; fi',
+        f'if [ "$packed" = 1 ]; then {{ {decompress} || echo failed > ../{meta}/payload-failed; }} | {untar}; fi',
+        f"[ ! -e ../{meta}/payload-failed ] || {{ echo 'the compressed upload is damaged' >&2; exit 1; }}",
         # The answer: the new release as it is on disk, checked by the client against the manifest.
-        f"find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0' | gzip -1",
+        "find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0' | gzip -1",
     ])
 
 

@@ -202,10 +202,11 @@ def test_a_hostile_archive_cannot_write_outside_the_release(site, tmp_path):
         add("hard", type=tarfile.LNKTYPE, linkname="/etc/passwd")
     archive = buf.getvalue()
     release_id = upload.new_release_id(p.name for p in releases.iterdir())
-    script = upload.stage_script(settings, release_id, None, [0, 0, len(archive)], "gzip -dc", False)
+    script = upload.stage_script(settings, release_id, "gzip -dc")
+    stream = upload.stage_header(0, 0, len(archive), None, False) + archive
     with Remote(settings) as remote:
         with pytest.raises(RemoteCommandFailed):
-            remote.run(script, lambda write: write(archive), what="a hostile upload")
+            remote.run(script, lambda write: write(stream), what="a hostile upload")
     outside = [releases / f"{marker}-dotdot", Path(f"/tmp/{marker}-absolute"), releases.parent / f"{marker}-inner",
                tmp_path / f"{marker}-through-link", Path(settings.remote_root) / f"{marker}-inner"]
     assert [p for p in outside if p.exists()] == []

@@ -240,14 +240,16 @@ def settings(tmp_path):
                                   "DEPLOY_REMOTE_ROOT": "/srv/www/my site".replace(" ", "_"), "DEPLOY_KNOWN_HOSTS": str(tmp_path / "kh")})
 
 
-def test_stage_script_takes_only_release_ids(settings):
+def test_stage_script_and_header_take_only_release_ids(settings):
     with pytest.raises(UploadError):
-        upload.stage_script(settings, "x; rm -rf /", None, [0, 0, 0], "gzip -dc", False)
+        upload.stage_script(settings, "x; rm -rf /", "gzip -dc")
     with pytest.raises(UploadError):
-        upload.stage_script(settings, A, "../etc", [0, 0, 0], "gzip -dc", False)
-    script = upload.stage_script(settings, B, A, [1, 2, 3], "zstd -dcq", True)
-    assert f"cp -al -- {A}/. {B}.partial/" in script
-    assert "head -c 3 | tar -x -p --no-same-owner -f -" in script
+        upload.stage_header(0, 0, 0, "../etc", False)
+    assert upload.stage_header(1, 2, 3, A, True) == f"1 2 3 {A} 1\n".encode()
+    assert upload.stage_header(0, 0, 0, None, False) == b"0 0 0 - 0\n"
+    script = upload.stage_script(settings, B, "zstd -dcq")
+    assert f'cp -al -- "$base"/. {B}.partial/' in script and f"mv -T .prelinked {B}.partial" in script
+    assert 'head -c "$n_plain" | tar -x -p --no-same-owner -f -' in script
     with pytest.raises(UploadError):
         upload.switch_script(settings, "../../etc")
 
