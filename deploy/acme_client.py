@@ -127,7 +127,8 @@ def ensure_account(session: Session, settings) -> None:
         session.net.account = messages.RegistrationResource(uri=exists.location, body=messages.Registration())
         return
     except messages.Error as error:
-        if problem_code(error) != "accountDoesNotExist":
+        # Some CAs answer a look-up without binding with externalAccountRequired: register then, too.
+        if problem_code(error) not in ("accountDoesNotExist", "externalAccountRequired"):
             raise CertificateError(f"looking up the ACME account failed: {explain(error)}") from error
     else:  # a CA that ignored onlyReturnExisting and created the account: fine, it is ours now
         return
@@ -177,17 +178,24 @@ def new_order(session: Session, csr_pem: bytes, identifiers: list[str], *, profi
                                   csr_pem=csr_pem)
 
 
-def poll_authorization(session: Session, authz: messages.AuthorizationResource, deadline: float) -> None:
+def poll_authorizations(session: Session, authzs: list[messages.AuthorizationResource], deadline: float) -> None:
+    """Poll every pending authorization in one loop until all are valid (RFC 8555 7.5.1)."""
     delay = 0.05  # the library's own polling sleeps a whole second; a CA answers in milliseconds
+    pending = list(authzs)
     while time.monotonic() < deadline:
-        authz, _ = session.acme.poll(authz)
-        status = authz.body.status
-        if status == messages.STATUS_VALID:
+        still = []
+        for authz in pending:
+            authz, _ = session.acme.poll(authz)
+            status = authz.body.status
+            if status == messages.STATUS_INVALID:  # RFC 8555 7.1.6: the challenge failed, final
+                error = next((c.error for c in authz.body.challenges if c.error), None)
+                detail = explain(error) if error else "no detail given"
+                raise CertificateError(f"the CA could not validate {authz.body.identifier.value}: {detail}")
+            if status != messages.STATUS_VALID:
+                still.append(authz)
+        pending = still
+        if not pending:
             return
-        if status == messages.STATUS_INVALID:  # RFC 8555 7.1.6: the challenge failed, final
-            error = next((c.error for c in authz.body.challenges if c.error), None)
-            detail = explain(error) if error else "no detail given"
-            raise CertificateError(f"the CA could not validate {authz.body.identifier.value}: {detail}")
         time.sleep(delay)
         delay = min(delay * 1.5, 1.0)
     raise CertificateError("timed out waiting for the CA to validate the challenges; try again later")

@@ -204,8 +204,7 @@ def obtain(conn: Connection, settings: DeploySettings, *, replaces: str | None =
         # 5. Answer, poll, finalize, download.
         for authz, challb, response, _, _ in pending:
             session.acme.answer_challenge(challb, response)
-        for authz, *_ in pending:
-            acme_client.poll_authorization(session, authz, deadline)
+        acme_client.poll_authorizations(session, [authz for authz, *_ in pending], deadline)
         chain = acme_client.finalize(session, order, deadline).encode()
     except (messages.Error, acme_errors.Error) as exc:
         detail = acme_client.explain(exc) if isinstance(exc, messages.Error) else str(exc)

@@ -138,7 +138,7 @@ def rehearsal_settings(siteurl: str, sandbox_file: str | os.PathLike | None = No
 
 
 def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_percent: int = 5,
-                  authz_reuse_percent: int | None = None) -> Sandbox:
+                  authz_reuse_percent: int | None = None, eab_keys: dict[str, str] | None = None) -> Sandbox:
     """Start Pebble, pebble-challtestsrv, sshd and nginx; prepare the server like an admin would."""
     if os.geteuid() != 0:
         raise SandboxError("the sandbox must run as root: it creates a deploy user and runs sshd")
@@ -164,7 +164,7 @@ def start_sandbox(*, cert_validity_seconds: int | None = None, nonce_reject_perc
     )
     try:
         _start_acme(sb, acme_port, mgmt_port, dns_port, cts_port, cert_validity_seconds, nonce_reject_percent,
-                    authz_reuse_percent)
+                    authz_reuse_percent, eab_keys)
         _create_user(sb)
         _start_sshd(sb)
         _start_nginx(sb)
@@ -194,7 +194,8 @@ def stop_sandbox(sb: Sandbox) -> None:
 # --- the parts -------------------------------------------------------------------------
 
 def _start_acme(sb: Sandbox, acme_port: int, mgmt_port: int, dns_port: int, cts_port: int,
-                validity: int | None, nonce_reject: int, authz_reuse: int | None = None) -> None:
+                validity: int | None, nonce_reject: int, authz_reuse: int | None = None,
+                eab_keys: dict[str, str] | None = None) -> None:
     d = sb.root / "pebble"
     d.mkdir()
     ca_key, ca_cert = _make_ca("pelican-https sandbox API CA")
@@ -209,6 +210,8 @@ def _start_acme(sb: Sandbox, acme_port: int, mgmt_port: int, dns_port: int, cts_
     }}
     if validity:
         config["pebble"]["certificateValidityPeriod"] = validity
+    if eab_keys:  # {key id: base64url HMAC key}: Pebble then requires external account binding
+        config["pebble"].update(externalAccountBindingRequired=True, externalAccountMACKeys=eab_keys)
     (d / "pebble.json").write_text(json.dumps(config))
     sb.pids["challtestsrv"] = _spawn(
         ["pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01", f"127.0.0.1:{dns_port}",

@@ -2,14 +2,17 @@
 an install that breaks midway, `fab status`.
 
 The first part runs on its own sandbox: Pebble issues 30-second certificates (so the 1/2 rule
-opens the renewal window 15 s after issuance) and rejects 50 % of good nonces. The second part
-uses the session sandbox.
+opens the renewal window 15 s after issuance), rejects 50 % of good nonces and requires external
+account binding (EAB). The second part uses the session sandbox.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -27,35 +30,48 @@ from deploy.sandbox import start_sandbox, stop_sandbox
 from deploy.verify import fetch_https
 
 VALIDITY = 30
+EAB_KID, EAB_ENV = "kid-pelican-https", "PELICAN_HTTPS_TEST_EAB_HMAC"
+EAB_SETTINGS = {"DEPLOY_ACME_EAB_KID": EAB_KID, "DEPLOY_ACME_EAB_HMAC_KEY_ENV": EAB_ENV}
 
 
 @pytest.fixture(scope="module")
 def short_lived(tmp_path_factory):
-    sb = start_sandbox(cert_validity_seconds=VALIDITY, nonce_reject_percent=50)
+    hmac_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    os.environ[EAB_ENV] = hmac_key  # the key reaches the settings only through the environment
+    sb = start_sandbox(cert_validity_seconds=VALIDITY, nonce_reject_percent=50, eab_keys={EAB_KID: hmac_key})
     yield sb
     stop_sandbox(sb)
+    os.environ.pop(EAB_ENV, None)
 
 
-def _blog(tmp_path_factory, sandbox, site: str, domains: list[str]):
+def _blog(tmp_path_factory, sandbox, site: str, domains: list[str], **extra):
     from conftest import EXAMPLE_SITE, Blog
 
     path = tmp_path_factory.mktemp(site) / "blog"
     shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
     blog = Blog(path, sandbox, site)
-    blog.target.write_text(json.dumps(json.loads(blog.target.read_text()) | {"DEPLOY_DOMAINS": domains}))
+    blog.target.write_text(json.dumps(json.loads(blog.target.read_text()) | {"DEPLOY_DOMAINS": domains} | extra))
     blog.build()
     return blog
 
 
 @pytest.fixture(scope="module")
 def life(tmp_path_factory, short_lived):
-    blog = _blog(tmp_path_factory, short_lived, "life", ["life.example.com"])
+    blog = _blog(tmp_path_factory, short_lived, "life", ["life.example.com"], **EAB_SETTINGS)
     blog.fab("deploy")
     return blog, blog.settings()
 
 
 def _served(settings):
     return fetch_https(settings, settings.canonical_domain).certificate
+
+
+def test_a_ca_requiring_external_account_binding_says_what_to_set(tmp_path_factory, short_lived):
+    blog = _blog(tmp_path_factory, short_lived, "no-eab", ["no-eab.example.com"])  # no EAB settings
+    result = blog.fab("deploy", check=False)
+    assert result.returncode == 1
+    assert "[externalAccountRequired]" in result.stderr
+    assert "set DEPLOY_ACME_EAB_KID and DEPLOY_ACME_EAB_HMAC_KEY_ENV" in result.stderr
 
 
 def test_a_run_before_the_window_does_nothing_in_one_ssh_round_trip(life):

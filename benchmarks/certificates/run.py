@@ -7,7 +7,8 @@ for both clients), deploys example_site once, then times, alternating:
   - `fab renew --force` (the whole certificate stage of a deploy: SSH, pre-check, ACME order,
     install behind `nginx -t`, reload, verification over https), as a blogger runs it;
   - `certbot certonly --webroot --force-renewal` into the same challenge folder, same nginx.
-Also reports the cost of the check when nothing is due: SSH round trips and wall time, in process.
+Also, in process: the certificate stage alone (pre-check, order, staging), the whole `renew --force`
+without interpreter start-up, and the cost of the check when nothing is due (SSH round trips, time).
 certbot is not a project dependency: install it in its own venv for this benchmark only:
     python -m venv /opt/certbot-bench && /opt/certbot-bench/bin/pip install certbot
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from deploy import certificates  # noqa: E402
+from deploy import certificates, pipeline  # noqa: E402
 from deploy.connection import connect  # noqa: E402
 from deploy.sandbox import start_sandbox, stop_sandbox  # noqa: E402
 from deploy.settings import load_settings  # noqa: E402
@@ -53,7 +54,9 @@ def main() -> None:
         raise SystemExit(f"certbot not found at {args.certbot}: python -m venv /opt/certbot-bench && "
                          "/opt/certbot-bench/bin/pip install certbot")
 
-    sb = start_sandbox(authz_reuse_percent=0)
+    # No authorization reuse: fresh validations for both. No nonce rejection: certbot retries a badNonce
+    # only once, and at Pebble's default 5 % a run of certbot failed now and then.
+    sb = start_sandbox(authz_reuse_percent=0, nonce_reject_percent=0)
     work = Path(tempfile.mkdtemp(prefix="cert-bench-"))
     try:
         blog = work / "blog"
@@ -85,6 +88,24 @@ def main() -> None:
             ours.append(timed([fab[0], "renew", "--force", *fab[1:]], cwd=blog, env=env))
             theirs.append(timed(certbot, env=certbot_env))
 
+        # The certificate stage alone, in process (no interpreter start-up, no nginx or verification):
+        # pre-check, ACME order (fresh authorizations), key and chain staged on the server.
+        conn = connect(settings)
+        stage = []
+        try:
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                certificates.stage_certificate(conn, settings, certificates.obtain(conn, settings))
+                stage.append(time.perf_counter() - start)
+        finally:
+            conn.close()
+        in_process = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            pipeline.deploy(settings, upload_site=False, force_renew=True)
+            in_process.append(time.perf_counter() - start)
+        startup = [timed([fab[0], "--list"], cwd=blog, env=env) for _ in range(3)]
+
         # Nothing due: the check alone, in process (what a deploy adds for the certificate).
         conn = connect(settings)
         transport = conn.client.get_transport()
@@ -109,6 +130,9 @@ def main() -> None:
             "certbot_certonly_webroot_wall_s": {"median": round(med(theirs), 3), "min": round(min(theirs), 3), "max": round(max(theirs), 3)},
             "ratio_fab_to_certbot": round(med(ours) / med(theirs), 3),
             "goal": "<= 0.5",
+            "certificate_stage_in_process_s": {"median": round(med(stage), 3), "ratio_to_certbot": round(med(stage) / med(theirs), 3)},
+            "renew_force_in_process_s": {"median": round(med(in_process), 3), "ratio_to_certbot": round(med(in_process) / med(theirs), 3)},
+            "fab_start_up_only_s (fab --list)": round(med(startup), 3),
             "nothing_due_check": {"ssh_round_trips_per_check": len(opened) / args.runs,
                                   "median_s": round(med(checks), 4)},
             "fab_renew_nothing_due_wall_s": round(med(idle_renew), 3),
