@@ -1,18 +1,21 @@
 """The server-side deploy lock: one deploy (or rollback, or renewal) at a time per site.
 
-A remote ``flock`` on ``<state_dir>/deploy.lock`` is held by a shell on its own SSH channel for
-the whole deploy. The shell waits on its stdin: when the deploy ends, the client closes the
-channel; when the client is killed or the connection drops, sshd closes it. Either way the
-shell exits and the kernel releases the lock: no stale lock files, no PID guessing.
+A remote ``flock`` on ``<state_dir>/deploy.lock`` is held for the whole deploy (upload,
+certificate, nginx, switch) by a shell that is the first command of the deploy's OpenSSH
+connection (``deploy.remote``). The shell waits on its stdin: when the deploy ends, the client
+closes it; when the client is killed or the connection drops, ssh/sshd close it. Either way the
+shell exits and the kernel releases the lock: no stale lock files, no PID guessing. (A network
+that vanishes without a FIN/RST holds the lock until sshd notices: ServerAliveInterval on our
+side, ClientAliveInterval on the server's.)
 
 Before releasing, the shell also waits for the deploy's own worker scripts (which hold a
 shared lock on ``deploy.lock.busy``): a killed client's ``tar``/``cp`` may still be running
 for a moment, and the next deploy must not clean up under its feet.
 
-Who holds the lock (host, PID, user, start time, release) is written beside it, so a second
-deploy that waits in vain can say whom it waited for. The lock channel also runs a caller's
-read-only probe script right after locking, saving a round trip (the upload reads the previous
-manifest that way).
+Who holds the lock (host, PID, user, start time, release) is written beside it
+(``deploy.lock.holder``), so a second deploy that waits in vain can say whom it waited for.
+The lock shell also runs a caller's probe script right after locking, saving a round trip
+(the upload reads the live release's manifest that way).
 """
 
 from __future__ import annotations
