@@ -264,3 +264,34 @@ def test_ari_renewal_end_to_end_sends_replaces(make_blog, sandbox, ari_double, m
         Path(certificates.account_key_path(settings)).read_bytes(), password=None)
     assert jws.verify(jose.JWKEC(key=account_key.public_key()))
     assert json.loads(jws.payload)["replaces"] == old_id
+
+
+# --- account and profile against the real Pebble -------------------------------------------------
+
+def _pebble_settings(sandbox, **overrides):
+    from deploy.settings import settings_from_mapping
+    return settings_from_mapping(sandbox.deploy_settings() | {"DEPLOY_DOMAINS": ["acct.example.com"]} | overrides)
+
+
+def test_account_is_looked_up_before_it_is_registered(sandbox):
+    settings = _pebble_settings(sandbox)
+    key = ec.generate_private_key(ec.SECP256R1())
+    log = Path(sandbox.root) / "pebble" / "pebble.log"
+    offset = log.stat().st_size
+    first = acme_client.open_session(settings, key, str(sandbox.acme_ca_bundle))
+    second = acme_client.open_session(settings, key, str(sandbox.acme_ca_bundle))
+    assert first.net.account.uri == second.net.account.uri  # same key, same account: never a new one per run
+    posts = [line for line in log.read_text()[offset:].splitlines() if "POST /sign-me-up" in line]
+    # First run: look-up (unknown) + registration; second run: look-up only. badNonce retries may add some.
+    assert 3 <= len(posts)
+
+
+def test_a_profile_the_ca_does_not_offer_is_refused_before_ordering(sandbox):
+    settings = _pebble_settings(sandbox, DEPLOY_ACME_PROFILE="tlsserver")
+    session = acme_client.open_session(settings, ec.generate_private_key(ec.SECP256R1()), str(sandbox.acme_ca_bundle))
+    log = Path(sandbox.root) / "pebble" / "pebble.log"
+    offset = log.stat().st_size
+    with pytest.raises(acme_client.CertificateError) as err:
+        acme_client.new_order(session, b"", ["acct.example.com"], profile="tlsserver")
+    assert "DEPLOY_ACME_PROFILE='tlsserver': the CA at" in str(err.value) and "offers no profiles" in str(err.value)
+    assert "POST /order-plz" not in log.read_text()[offset:]
