@@ -83,6 +83,10 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int, probe_scrip
         f"cat {q(probe_out)}",
         # Hold the lock until the client closes the channel (or dies: sshd closes it then).
         "cat > /dev/null",
+        # A copy made ahead of time for an upload that did not happen (nothing changed): stop it.
+        f"pid=$(cat {q(lock + '.prep.pid')} 2>/dev/null || true)",
+        '[ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = cp ] && kill "$pid" 2>/dev/null',
+        f"rm -f {q(lock + '.prep.pid')}",
         # Let a dead client's workers finish before the next deploy may start.
         f"exec 7>>{q(busy)} && flock -x 7",
         f"rm -f {q(holder_file)} {q(probe_out)}",
@@ -93,7 +97,7 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int, probe_scrip
 class DeployLock:
     """The deploy lock. Creating it starts the lock shell at once (it opens ``remote``'s
     connection), so the SSH handshake runs while the caller does other work; ``wait()`` (or
-    ``with``) blocks until the lock is held; ``release()`` ends the lock shell and waits for it."""
+    ``with``) blocks until the lock is held; ``release()`` ends the lock shell."""
 
     def __init__(self, remote: Remote, settings: DeploySettings, *, release_id: str = "", probe_script: str = "",
                  on_wait: Callable[[str], None] | None = None):
@@ -141,8 +145,8 @@ class DeployLock:
                 raise LockError(f"unexpected answer while taking the deploy lock: {line[:200]!r}")
 
     def release(self) -> None:
-        # Closing the lock shell's stdin ends its `cat`: it removes the holder file and exits,
-        # which releases the lock; close() waits for that, so the lock is free on return.
+        # Closing the lock shell's stdin ends its `cat`: it waits for the deploy's background
+        # work, removes the holder file and exits, which releases the lock (a moment later).
         self.remote.close()
 
     def __enter__(self) -> Held:

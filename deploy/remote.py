@@ -74,17 +74,14 @@ class Remote:
         return self.start(script, what).finish(body, sent)
 
     def close(self) -> None:
-        """End the master's command (the lock shell sees its stdin close) and the connection."""
+        """End the master's command: the lock shell sees its stdin close, finishes (its background
+        clean-up included) and exits, then ssh closes the connection. Nothing waits for that here:
+        the next deploy does, through the lock."""
         if self.master is not None:
             try:
                 self.master.stdin.close()
             except OSError:
                 pass
-            try:
-                self.master.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.master.kill()
-                self.master.wait()
             for stream in (self.master.stdout, self.master.stderr):
                 stream.close()
             self.master = None

@@ -98,13 +98,15 @@ def probe_script(settings: DeploySettings) -> str:
         f"printf 'releases '; ls -1 {q(releases)} 2>/dev/null | tr '\\n' ' '; echo",
         f'm={q(releases)}/"$cur".manifest',
         'if [ -n "$cur" ] && [ -f "$m" ]; then printf "manifest %s\\n" "$(wc -c < "$m")"; cat "$m"; else echo "manifest 0"; fi',
-        f"rm -rf -- {prelinked} {prelinked}.ok",
+        f"rm -rf -- {prelinked} {prelinked}.base",
         'if [ -n "$cur" ] && [ -f "$m" ]; then',
         f"  exec 5>>{q(prep)} && flock -x 5",
+        f"  printf '%s' \"$cur\" > {prelinked}.base",
         # The copy keeps fd 5 (so the upload can wait for it) and a shared hold on the busy lock
         # (so the lock is not released under it); it lets go of the deploy lock itself (fd 9).
-        f"  ( exec 9>&- 8>>{q(busy)}; flock -s 8; cp -al -- {q(releases)}/\"$cur\" {prelinked} && printf '%s' \"$cur\" > {prelinked}.ok ) "
-        "</dev/null >/dev/null 2>&1 &",
+        # An incomplete copy (disk full) would fail the release check and fall back to a full upload.
+        f"  ( exec 9>&- 8>>{q(busy)}; flock -s 8; exec cp -al -- {q(releases)}/\"$cur\" {prelinked} ) </dev/null >/dev/null 2>&1 &",
+        f"  echo $! > {q(prep)}.pid",
         "  exec 5>&-",
         "fi",
     ])
@@ -266,21 +268,21 @@ def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> 
         f"mkdir -p {q(str(settings.releases_dir))}",
         f"cd {q(str(settings.releases_dir))}",
         # Leftovers of an interrupted deploy: never live, and we hold the lock.
-        f"rm -rf -- ./*.partial ./*.partial-meta; mkdir {meta}",
+        f"rm -rf -- ./*.partial ./*.partial-meta ./.doomed-*; mkdir {meta}",
         # The header (sh's `read` takes a pipe byte by byte: it never reads past the line).
         "read -r n_manifest n_deleted n_plain base packed",
         'for n in "$n_manifest" "$n_deleted" "$n_plain" "$packed"; do case $n in ""|*[!0-9]*) echo "bad upload header" >&2; exit 1;; esac; done',
         f'case $base in -) base=;; {_ID_GLOB}) ;; *) echo "bad upload header" >&2; exit 1;; esac',
         # Unchanged files: hard links to the live release (no bytes copied, no bytes sent): the
         # copy the probe started, once it is complete and of the right release, or a new one.
+        f"exec 6>>{q(str(settings.lock_file) + '.prep')} && flock -x 6",
         'if [ -n "$base" ]; then',
-        f"  exec 6>>{q(str(settings.lock_file) + '.prep')} && flock -x 6",
-        f'  if [ -d {PRELINKED} ] && [ "$(cat {PRELINKED}.ok 2>/dev/null)" = "$base" ]; then mv -T {PRELINKED} {rel}; '
+        f'  if [ -d {PRELINKED} ] && [ "$(cat {PRELINKED}.base 2>/dev/null)" = "$base" ]; then mv -T {PRELINKED} {rel}; '
         f'else mkdir {rel} && cp -al -- "$base"/. {rel}/; fi',
         "else",
         f"  mkdir {rel}",
         "fi",
-        f"rm -rf -- {PRELINKED} {PRELINKED}.ok",
+        f"rm -rf -- {PRELINKED} {PRELINKED}.base {q(str(settings.lock_file) + '.prep.pid')}",
         'take() { head -c "$1" > "$2"; [ "$(wc -c < "$2")" -eq "$1" ] || { echo "the upload stream was cut short" >&2; exit 1; }; }',
         f'take "$n_manifest" {meta}/manifest.gz',
         f"cd {rel}",
@@ -454,16 +456,22 @@ def switch_script(settings: DeploySettings, release_id: str) -> str:
 def prune_script(settings: DeploySettings) -> str:
     """Pure. Keep the newest DEPLOY_KEEP_RELEASES releases by name (never by mtime: tar restores old
     mtimes) and always the live one; remove the rest with their manifests, and manifests an
-    interrupted deploy left without a release. Prints the ids it removed."""
+    interrupted deploy left without a release. Prints the ids it removes.
+
+    The doomed releases are renamed out of the way at once (``.doomed-<id>``) and deleted in the
+    background, under the busy lock: the deploy does not wait for thousands of unlinks, and the
+    next deploy cannot start before they are done."""
     q = shlex.quote
     return "\n".join([
         f"cd {q(str(settings.releases_dir))}",
         'live=$(readlink ../current 2>/dev/null || true); live=${live##*/}',
-        f"ls -1 | grep -E '^{mf.RELEASE_ID.pattern}$' | sort | head -n -{int(settings.keep_releases)} | while read -r id; do",
+        f"for id in $(ls -1 | grep -E '^{mf.RELEASE_ID.pattern}$' | sort | head -n -{int(settings.keep_releases)}); do",
         '  [ "$id" = "$live" ] && continue',
-        '  rm -rf -- "$id" "$id.manifest" && echo "$id"',
+        '  mv -T -- "$id" ".doomed-$id" && rm -f -- "$id.manifest" && echo "$id"',
         "done",
-        'for m in *.manifest; do [ -e "$m" ] && [ ! -d "${m%.manifest}" ] && rm -f -- "$m"; done; true',
+        'for m in *.manifest; do [ -e "$m" ] && [ ! -d "${m%.manifest}" ] && rm -f -- "$m"; done',
+        f"if ls -d .doomed-* >/dev/null 2>&1; then ( exec 8>>{q(str(settings.lock_file) + '.busy')}; flock -s 8; rm -rf -- .doomed-* ) "
+        "</dev/null >/dev/null 2>&1 & fi; true",
     ])
 
 

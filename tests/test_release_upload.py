@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -160,13 +161,15 @@ def test_a_release_changed_by_hand_on_the_server_is_replaced_by_a_full_upload(si
 
 def test_prune_keeps_the_newest_and_the_live_release_by_name(site):
     out = site[1]
+    write_site(out, 2)
     settings = settings_for(site, DEPLOY_KEEP_RELEASES=2)
     ids = []
     for n in range(3):
         (out / "a.html").write_text(f"<p>prune {n}</p>")
         ids.append(publish(settings).release_id)
     releases = Path(settings.releases_dir)
-    names = sorted(p.name for p in releases.iterdir())
+    # Pruned releases are renamed to .doomed-<id> at once and deleted in the background.
+    names = sorted(p.name for p in releases.iterdir() if not p.name.startswith("."))
     assert names == [ids[1], f"{ids[1]}.manifest", ids[2], f"{ids[2]}.manifest"]
     # Roll back to the older one, then deploy: the live (older) release is never pruned.
     with Remote(settings) as remote, lock.hold(remote, settings):
@@ -174,7 +177,11 @@ def test_prune_keeps_the_newest_and_the_live_release_by_name(site):
     assert (new, old) == (ids[1], ids[2]) and live(settings).name == ids[1]
     (out / "a.html").write_text("<p>prune 3</p>")
     ids.append(publish(settings).release_id)
-    assert sorted(p.name for p in releases.iterdir() if not p.name.endswith(".manifest")) == [ids[2], ids[3]]
+    assert sorted(p.name for p in releases.iterdir() if not p.name.endswith(".manifest") and not p.name.startswith(".")) == [ids[2], ids[3]]
+    deadline = time.monotonic() + 10
+    while list(releases.glob(".doomed-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(releases.glob(".doomed-*"))
     with Remote(settings) as remote:
         listed = upload.list_releases(remote, settings)
     assert [(r.id, r.live) for r in listed] == [(ids[2], False), (ids[3], True)]
@@ -230,10 +237,15 @@ def test_the_second_deploy_waits_for_the_lock_then_fails_naming_the_holder(site)
         assert "another deploy holds the lock" in message and f"pid={os.getpid()}" in message and "release=R-first" in message
         assert "DEPLOY_LOCK_TIMEOUT" in message
         assert waits and f"pid={os.getpid()}" in waits[0]
-    # Released with the connection: the next one gets it at once, and the holder file is gone.
+    # Released with the connection: the next one gets it (at once, or as soon as the first
+    # lock shell has exited), and then the holder file goes.
     with Remote(settings) as third:
-        assert lock.DeployLock(third, settings).wait().waited < 1
-    assert not Path(str(settings.lock_file) + ".holder").exists()
+        assert "release=" not in lock.DeployLock(third, settings).wait().holder
+    holder_file = Path(str(settings.lock_file) + ".holder")
+    deadline = time.monotonic() + 10
+    while holder_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not holder_file.exists()
 
 
 def test_a_symlink_out_of_the_output_stops_the_deploy_before_anything_is_sent(site):
@@ -248,3 +260,15 @@ def test_a_symlink_out_of_the_output_stops_the_deploy_before_anything_is_sent(si
     finally:
         (out / "leak.html").unlink()
     assert live(settings) == before
+
+
+def test_a_bad_stream_header_is_refused_before_anything_is_built(site):
+    settings = settings_for(site)
+    releases = Path(settings.releases_dir)
+    release_id = upload.new_release_id()
+    script = upload.stage_script(settings, release_id, "gzip -dc")
+    with Remote(settings) as remote:
+        for header in [b"1 2 3 ../../etc 0\n", b"1; rm -rf / 0 0 - 0\n", b"0 0 0 - x\n"]:
+            with pytest.raises(RemoteCommandFailed, match="bad upload header"):
+                remote.run(script, lambda write: write(header), what="a bad header")
+            assert not (releases / f"{release_id}.partial").exists()
