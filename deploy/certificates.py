@@ -32,7 +32,8 @@ from fabric import Connection
 from . import acme_client, diagnose
 from .connection import shell
 from .errors import CertificateError
-from .renewal import Decision, Installed, RenewalInfo, decide, forced, wants_renewal_info  # noqa: F401 (re-exported)
+from .renewal import Decision, Installed, RenewalInfo, decide, forced  # noqa: F401 (re-exported)
+from .renewal import ari_cert_id_or_none, wants_renewal_info
 from .settings import DeploySettings
 
 log = logging.getLogger("pelican_https.deploy")
@@ -122,7 +123,7 @@ def check(conn: Connection, settings: DeploySettings, now: dt.datetime, *, force
     One SSH round trip; a second one only when a fresh ARI answer is cached (once per Retry-After)."""
     installed, cached = read_state(conn, settings)
     trips = 1
-    info = cached if installed and cached and cached.cert_id == _cert_id_or_none(installed) else None
+    info = cached if installed and cached and cached.cert_id == ari_cert_id_or_none(installed.certificate) else None
     if wants_renewal_info(installed, settings, cached, now):
         info = acme_client.fetch_renewal_info(settings, installed.certificate, _verify(settings), now)
         if info is not None and save_renewal_info:
@@ -132,14 +133,6 @@ def check(conn: Connection, settings: DeploySettings, now: dt.datetime, *, force
     if force:
         decision = forced(decision, installed)
     return Check(installed, info, decision, trips)
-
-
-def _cert_id_or_none(installed: Installed) -> str | None:
-    from .renewal import ari_cert_id
-    try:
-        return ari_cert_id(installed.certificate)
-    except x509.ExtensionNotFound:
-        return None
 
 
 def _verify(settings: DeploySettings):

@@ -77,6 +77,13 @@ def ari_cert_id(cert: x509.Certificate) -> str:
     return f"{b64(aki)}.{b64(serial_bytes)}"
 
 
+def ari_cert_id_or_none(cert: x509.Certificate) -> str | None:
+    try:
+        return ari_cert_id(cert)
+    except x509.ExtensionNotFound:
+        return None
+
+
 def lifetime_renewal_start(cert: x509.Certificate) -> dt.datetime:
     """When 1/3 of the lifetime is left (1/2 for lifetimes under 10 days): never a fixed day count."""
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
@@ -99,7 +106,11 @@ def wants_renewal_info(installed: Installed | None, settings, cached: RenewalInf
     CA, never after expiry (RFC 9773 4.3), and not before the CA's Retry-After (then the cache serves)."""
     if installed is None or _must_issue(installed, settings, now):
         return False
-    return cached is None or cached.cert_id != ari_cert_id(installed.certificate) or now >= cached.retry_at
+    try:
+        cert_id = ari_cert_id(installed.certificate)
+    except x509.ExtensionNotFound:  # no Authority Key Identifier: not from an ACME CA, no ARI for it
+        return False
+    return cached is None or cached.cert_id != cert_id or now >= cached.retry_at
 
 
 def _must_issue(installed: Installed, settings, now: dt.datetime) -> str | None:
@@ -133,7 +144,7 @@ def decide(installed: Installed | None, settings, now: dt.datetime,
     if why:
         return Decision("issue", why, not_after=not_after)
 
-    if renewal_info is not None and renewal_info.cert_id == ari_cert_id(cert):
+    if renewal_info is not None and renewal_info.cert_id == ari_cert_id_or_none(cert):
         renew_from = ari_renewal_time(renewal_info)
         window = f"the CA's renewal window (ARI) is {_t(renewal_info.window_start)} to {_t(renewal_info.window_end)}"
         if now >= renew_from:

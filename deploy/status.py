@@ -54,7 +54,10 @@ def report(status: Status, settings: DeploySettings) -> str:
         names: list[str] = []
     else:
         cert = installed.certificate
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            names = []
         issuer = cert.issuer.rfc4514_string()
         for domain in settings.domains:
             if domain in names:

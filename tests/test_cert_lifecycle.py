@@ -190,3 +190,33 @@ def test_status_tells_what_the_server_has_and_what_comes_next(kept):
     assert f"next renewal: {lifetime_renewal_start(cert):%Y-%m-%d %H:%M:%S} UTC (the lifetime rule)" in out
     live_release = Path(settings.current_link).readlink().name
     assert f"last deploy: release {live_release}" in out
+
+
+def test_a_key_type_change_issues_a_new_certificate_of_that_type(kept):
+    blog, settings = kept
+    old = _served(settings)
+    blog.target.write_text(json.dumps(json.loads(blog.target.read_text()) | {"DEPLOY_KEY_TYPE": "ec-p384"}))
+    try:
+        result = blog.fab("renew")  # no --force: the decision sees the change
+        assert "certificate issue" in result.stdout and "the key type changed (ec-p256 -> ec-p384)" in result.stderr
+        new = _served(settings)
+        assert new.serial_number != old.serial_number and new.public_key().curve.name == "secp384r1"
+        assert "certificate keep" in blog.fab("renew").stdout  # and then it is kept
+    finally:
+        blog.target.write_text(json.dumps(json.loads(blog.target.read_text()) | {"DEPLOY_KEY_TYPE": "ec-p256"}))
+
+
+def test_status_report_names_the_ari_window():
+    """The report is pure: an ARI-based decision says so, with the window and when the CA is asked again."""
+    from test_renewal import INSTALLED, T0, ari, settings as make_settings
+    from deploy import status
+    from deploy.renewal import decide
+
+    info = ari(40, 41)
+    decision = decide(INSTALLED, make_settings(), T0 + dt.timedelta(days=1), info)
+    text = status.report(status.Status(certificates.Check(INSTALLED, info, decision, 1), "20260101T000000000000Z", 3,
+                                       T0), make_settings())
+    assert "blog.example.com: issuer CN=test CA, serial 1234abcd, valid until 2026-04-01 00:00:00 UTC" in text
+    assert f"next renewal: {decision.renew_from:%Y-%m-%d %H:%M:%S} UTC (the CA's renewal window (ARI))" in text
+    assert "ARI: window 2026-02-10 00:00:00 UTC to 2026-02-11 00:00:00 UTC, ask again after 2026-04-11" in text
+    assert "last deploy: release 20260101T000000000000Z (3 release(s) kept)" in text

@@ -34,6 +34,7 @@ def make_cert(not_before=T0, lifetime=dt.timedelta(days=90), key=None, serial=0x
             .issuer_name(issuer).public_key(key.public_key()).serial_number(serial)
             .not_valid_before(not_before).not_valid_after(not_before + lifetime)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(_CA_KEY.public_key()), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in DOMAINS]), critical=False)
             .sign(_CA_KEY, hashes.SHA256()))
 
 
