@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+import requests
 from acme import challenges, crypto_util, errors as acme_errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -202,6 +203,9 @@ def obtain(conn: Connection, settings: DeploySettings, *, replaces: str | None =
     except (messages.Error, acme_errors.Error) as exc:
         detail = acme_client.explain(exc) if isinstance(exc, messages.Error) else str(exc)
         raise CertificateError(f"the ACME order failed: {detail}") from exc
+    except requests.RequestException as exc:  # the CA went away mid-order: nothing was installed
+        raise CertificateError(f"lost the connection to the CA ({settings.acme_directory}) during the order: {exc}. "
+                               "Nothing was installed; run the deploy again (the CA may be down: check its status page)") from exc
     finally:
         if tokens:  # whatever happened: no token file stays behind
             shell(conn, "rm -f -- " + " ".join(shlex.quote(str(settings.challenge_dir / t)) for t in tokens),

@@ -295,3 +295,10 @@ def test_a_profile_the_ca_does_not_offer_is_refused_before_ordering(sandbox):
         acme_client.new_order(session, b"", ["acct.example.com"], profile="tlsserver")
     assert "DEPLOY_ACME_PROFILE='tlsserver': the CA at" in str(err.value) and "offers no profiles" in str(err.value)
     assert "POST /order-plz" not in log.read_text()[offset:]
+
+
+def test_a_ca_that_is_down_never_blocks_a_deploy_that_needs_no_certificate(sandbox, caplog):
+    from deploy.sandbox import _free_ports
+    down = _pebble_settings(sandbox, DEPLOY_ACME_DIRECTORY=f"https://127.0.0.1:{_free_ports(1)[0]}/dir")
+    assert acme_client.fetch_renewal_info(down, _any_cert(), str(sandbox.acme_ca_bundle), dt.datetime.now(UTC)) is None
+    assert "cannot read the ACME directory" in caplog.text and "1/3-lifetime rule" in caplog.text
