@@ -10,7 +10,6 @@ back-off and an overall deadline, and CA problems explained with their likely ca
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import logging
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from acme import client, errors as acme_errors, messages
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import CertificateError
-from .renewal import DEFAULT_ARI_RETRY, RenewalInfo, ari_cert_id
+from .ari import fetch_renewal_info, retry_after_time  # noqa: F401 (ARI needs no ACME session; re-exported)
 
 log = logging.getLogger("pelican_https.deploy")
 
@@ -53,20 +52,6 @@ class PatientNetwork(client.ClientNetwork):
             # The library drops the headers; a rateLimited problem is useless without Retry-After.
             error.retry_after = response.headers.get("Retry-After")  # type: ignore[attr-defined]
             raise
-
-
-def retry_after_time(value: str | None, now: dt.datetime, default: dt.timedelta) -> dt.datetime:
-    """Parse an HTTP Retry-After (seconds or an HTTP date) into an aware UTC time; ``default`` if absent or bad."""
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return now + dt.timedelta(seconds=int(value))
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-            return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-        except (TypeError, ValueError):
-            pass
-    return now + default
 
 
 # --- messages the library lacks ----------------------------------------------------------
@@ -220,42 +205,6 @@ def finalize(session: Session, order: messages.OrderResource, deadline: float) -
         response = acme._post_as_get(order.uri)
         order = order.update(body=messages.Order.from_json(response.json()))
     raise CertificateError("timed out waiting for the CA to issue the certificate; try again later")
-
-
-# --- renewal info (RFC 9773) --------------------------------------------------------------
-
-def fetch_renewal_info(settings, cert, verify, now: dt.datetime) -> RenewalInfo | None:
-    """GET renewalInfo/<cert id> (unauthenticated). None if the CA has no ARI or does not answer:
-    the lifetime rule then applies. Retry-After is kept so the next run does not ask too early."""
-    net = network(None, verify)
-    try:
-        base = read_directory(settings.acme_directory, net)["renewalInfo"]
-    except KeyError:
-        return None
-    except CertificateError as exc:  # the CA is down: a deploy that needs no certificate must not fail for it
-        log.warning("%s; deciding by the 1/3-lifetime rule", exc)
-        return None
-    cert_id = ari_cert_id(cert)
-    try:
-        response = net.get(f"{base.rstrip('/')}/{cert_id}", content_type="application/json")
-        info = messages.RenewalInfo.from_json(response.json())
-        window = info.suggested_window
-        start, end = window.start, window.end
-        if start is None or end is None or end < start:
-            raise ValueError(f"unusable window {response.text[:200]!r}")
-    except (requests.RequestException, messages.Error, acme_errors.Error, ValueError, jose.DeserializationError) as exc:
-        # RFC 9773 4.3.3: on error, fall back and retry later; never block a deploy on ARI.
-        log.warning("could not read the CA's renewal info (%s); using the 1/3-lifetime rule", exc)
-        return None
-    retry_at = retry_after_time(response.headers.get("Retry-After"), now, DEFAULT_ARI_RETRY)
-    # RFC 9773 4.3.2: clamp unreasonable values (a minute to a day).
-    retry_at = min(max(retry_at, now + dt.timedelta(minutes=1)), now + dt.timedelta(days=1))
-    raw = response.json()
-    return RenewalInfo(cert_id, _aware(start), _aware(end), retry_at, raw.get("explanationURL"))
-
-
-def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 # --- CA problems explained ----------------------------------------------------------------

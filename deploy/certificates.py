@@ -23,14 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import requests
-from acme import challenges, crypto_util, errors as acme_errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fabric import Connection
 
-from . import acme_client, diagnose
+from . import ari, diagnose
 from .connection import shell
 from .errors import CertificateError
 from .renewal import Decision, Installed, RenewalInfo, decide, forced  # noqa: F401 (re-exported)
@@ -42,7 +40,6 @@ log = logging.getLogger("pelican_https.deploy")
 LIVE = "live"  # tls/live -> certs/<id>: nginx reads tls/live/{fullchain,privkey}.pem
 KEEP_CERTIFICATES = 3  # tls/certs/<id>: the new one, the live one, one more
 ARI_CACHE = "ari.json"  # tls/ari.json: the CA's last renewal info, kept until its Retry-After
-PatientNetwork = acme_client.PatientNetwork  # kept importable from here
 
 
 # --- reading the server's state (one round trip) ----------------------------------------
@@ -126,7 +123,7 @@ def check(conn: Connection, settings: DeploySettings, now: dt.datetime, *, force
     trips = 1
     info = cached if installed and cached and cached.cert_id == ari_cert_id_or_none(installed.certificate) else None
     if wants_renewal_info(installed, settings, cached, now):
-        info = acme_client.fetch_renewal_info(settings, installed.certificate, _verify(settings), now)
+        info = ari.fetch_renewal_info(settings, installed.certificate, _verify(settings), now)
         if info is not None and save_renewal_info:
             write_private_file(conn, settings.tls_dir / ARI_CACHE, _ari_cache_json(info))
             trips += 1
@@ -160,6 +157,12 @@ def new_private_key(key_type: str):
 def obtain(conn: Connection, settings: DeploySettings, *, replaces: str | None = None, timeout: float = 90.0) -> Issued:
     """Run one order for all domains. The challenge path is checked with a probe token before the CA
     is asked anything; token files live in the challenge folder only while needed."""
+    # The ACME machinery is loaded only when an order is due (a deploy with nothing due starts faster).
+    import requests
+    from acme import challenges, crypto_util, errors as acme_errors, messages
+
+    from . import acme_client
+
     deadline = time.monotonic() + timeout
     peer = conn.client.get_transport().getpeername()[0]
     here = diagnose.server_addresses(settings, peer)

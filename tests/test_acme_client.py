@@ -302,3 +302,18 @@ def test_a_ca_that_is_down_never_blocks_a_deploy_that_needs_no_certificate(sandb
     down = _pebble_settings(sandbox, DEPLOY_ACME_DIRECTORY=f"https://127.0.0.1:{_free_ports(1)[0]}/dir")
     assert acme_client.fetch_renewal_info(down, _any_cert(), str(sandbox.acme_ca_bundle), dt.datetime.now(UTC)) is None
     assert "cannot read the ACME directory" in caplog.text and "1/3-lifetime rule" in caplog.text
+
+
+def test_rfc3339_times_from_go_servers_parse():
+    from deploy.ari import parse_rfc3339
+    assert parse_rfc3339("2025-01-02T03:04:05.123456789Z") == dt.datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    assert parse_rfc3339("2025-01-02T03:04:05+02:00") == dt.datetime(2025, 1, 2, 1, 4, 5, tzinfo=UTC)
+
+
+def test_a_deploy_with_nothing_due_does_not_load_the_acme_machinery():
+    import subprocess
+    import sys
+    code = "import sys, deploy.pipeline; print(sorted(m for m in ('acme', 'josepy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "[]"
