@@ -45,22 +45,30 @@ class _Build:
         self.rules = Rules.from_settings(self.settings)
         self.siteurl = pelican.settings.get("SITEURL")
         self.output_path = os.path.abspath(pelican.settings["OUTPUT_PATH"])
+        self._output_prefix = os.path.join(self.output_path, "")
         self.content_path = os.path.abspath(pelican.settings["PATH"])
         self.collector = Collector()
-        self.handled: set[str] = set()          # absolute output paths done
-        self.content_of_output: dict[str, object] = {}  # output -> article/page
+        # Paths below are absolute (os.path.abspath, as Pelican's own
+        # sanitised_join gives them), so one string identifies one file.
+        self.handled: set[str] = set()          # output files done
+        self.content_of_output: dict[str, object] = {}  # output (relative) -> article/page
         self.static_source: dict[str, str] = {}  # output (relative) -> source
         self.contents: list[object] = []
         self.seconds = 0.0  # CPU time spent in this plugin, for the report
         self.verdicts: dict = {}  # rewrite()'s memo, shared by all files
         self._source_by_url: dict[str, str | None] = {}
+        self._displayed: dict[str, str] = {}  # source_path -> shown name
 
     def relative(self, path: str) -> str:
-        return os.path.relpath(path, self.output_path).replace(os.sep, "/")
+        """Output path relative to OUTPUT_PATH, "/"-separated."""
+        if path.startswith(self._output_prefix):  # always, but for odd paths
+            path = path[len(self._output_prefix):]
+        else:
+            path = os.path.relpath(path, self.output_path)
+        return path.replace(os.sep, "/") if os.sep != "/" else path
 
     def rewrite_text(self, path: str, text: str) -> str:
-        """Rewrite one output file's text; record its findings."""
-        path = os.path.abspath(path)
+        """Rewrite one output file's text (``path`` absolute); record its findings."""
         syntax = syntax_for(path)
         if syntax is None or path in self.handled:
             return text
@@ -71,7 +79,8 @@ class _Build:
         return result.text
 
     def rewrite_file(self, path: str) -> None:
-        """Rewrite one file on disk; bytes that are not UTF-8 round-trip."""
+        """Rewrite one file on disk (``path`` absolute); bytes that are not
+        UTF-8 round-trip."""
         with open(path, "rb") as f:
             data = f.read()
         text = data.decode("utf-8", "surrogateescape")
@@ -83,7 +92,7 @@ class _Build:
         """The source content file a URL of an output file came from."""
         if output in self.static_source:
             return self.static_source[output]
-        own = self.content_of_output.get(os.path.join(self.output_path, output))
+        own = self.content_of_output.get(output)
         if own is not None and _mentions(own, url):
             return self._display(own.source_path)
         if url not in self._source_by_url:  # one search per URL, not per finding
@@ -96,8 +105,11 @@ class _Build:
         return self._source_by_url[url]
 
     def _display(self, source_path: str) -> str:
-        path = os.path.relpath(os.path.abspath(source_path), self.content_path)
-        return path.replace(os.sep, "/")
+        shown = self._displayed.get(source_path)
+        if shown is None:  # relpath is slow, and the report asks per finding
+            shown = os.path.relpath(os.path.abspath(source_path), self.content_path)
+            shown = self._displayed[source_path] = shown.replace(os.sep, "/")
+        return shown
 
 
 def _mentions(content, url: str) -> bool:
@@ -139,7 +151,7 @@ class _RewriteOnClose(io.StringIO):
     def __init__(self, file, path: str):
         super().__init__()
         self._file = file
-        self._path = path
+        self._path = os.path.abspath(path)
 
     def close(self) -> None:
         if self.closed:
@@ -210,16 +222,20 @@ def on_content_object_init(content) -> None:
 def on_content_written(path, context) -> None:
     if _build is None:
         return
+    path = os.path.abspath(path)
     content = context.get("article") or context.get("page")
     if content is not None:
-        _build.content_of_output[os.path.abspath(path)] = content
-    if os.path.abspath(path) not in _build.handled:  # another plugin's writer
+        _build.content_of_output[_build.relative(path)] = content
+    if path not in _build.handled:  # another plugin's writer
         _build.rewrite_file(path)
 
 
 @_timed
 def on_feed_written(path, context, feed) -> None:
-    if _build is not None and os.path.abspath(path) not in _build.handled:
+    if _build is None:
+        return
+    path = os.path.abspath(path)
+    if path not in _build.handled:  # another plugin's writer
         _build.rewrite_file(path)
 
 

@@ -47,11 +47,15 @@ class Rules:
             rewrite=s.rewrite,
         )
 
+    def __post_init__(self):
+        # looked up for every candidate URL: one set, built once
+        object.__setattr__(self, "exact_hosts", self.own_hosts | self.upgrade_hosts)
+
     def is_own(self, host: str) -> bool:
         return host in self.own_hosts
 
     def upgradable(self, host: str) -> bool:
-        if host in self.own_hosts or host in self.upgrade_hosts:
+        if host in self.exact_hosts:
             return True
         return bool(host) and any(host.endswith(suffix) for suffix in self.upgrade_suffixes)
 
@@ -90,33 +94,39 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> 
     the verdict on a tag: an article's tags recur in its page, the index and
     every feed, and the verdict depends only on the tag's own text.
     """
+    candidates = _candidates(text)
+    if not candidates:  # most files of a site that is already https
+        return RewriteResult(text, 0, [])
     classify = _CLASSIFIERS[syntax]
     pieces: list[str] = []
+    append = pieces.append
     insecure: list[tuple[int, str, str, bool, str]] = []
     copied_to = 0
     upgraded = 0
     doc = _Doc(text, {} if cache is None else cache, syntax)
     rewriting = rules.rewrite
-    exact = rules.own_hosts | rules.upgrade_hosts
+    exact = rules.exact_hosts
     suffixes = rules.upgrade_suffixes
-    for start, after in _candidates(text):
+    host_map = rules.host_map
+    match_authority = _AUTHORITY.match
+    for start, after in candidates:
         context = classify(doc, start, after - start > 7)
         if context is None:
             continue  # prose, code sample, comment, identifier attribute...
-        authority = _AUTHORITY.match(text, after)
+        authority = match_authority(text, after)
         host = authority.group(1).lower()
         if rewriting and (host in exact or (suffixes and rules.upgradable(host))):
             upgraded += 1
-            pieces.append(text[copied_to:start + 4])
-            pieces.append("S" if text[start + 3] == "P" else "s")
+            append(text[copied_to:start + 4])
+            append("S" if text[start + 3] == "P" else "s")
             copied_to = start + 4
-            new_host = rules.host_map.get(host)
+            new_host = host_map.get(host) if host_map else None
             if new_host is not None:
-                pieces.append(text[copied_to:authority.start(1)])
-                pieces.append(new_host)
+                append(text[copied_to:authority.start(1)])
+                append(new_host)
                 copied_to = authority.end(1)
             if authority.group(2) == ":80":
-                pieces.append(text[copied_to:authority.start(2)])
+                append(text[copied_to:authority.start(2)])
                 copied_to = authority.end(2)
         else:
             kind, where = context
@@ -125,7 +135,7 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> 
                 continue
             insecure.append((start, _url_at(text, start), kind, own, where))
     if copied_to:
-        pieces.append(text[copied_to:])
+        append(text[copied_to:])
         text_out = "".join(pieces)
     else:
         text_out = text
@@ -138,17 +148,21 @@ def _candidates(text: str) -> list[tuple[int, int]]:
     str.find of the literal "p://" skips https:// at C speed; the rarer
     upper-case "P://" and JSON's ":\\/\\/" cost one more scan each."""
     find = text.find
+    startswith = text.startswith
     found: list[tuple[int, int]] = []
+    append = found.append
     for separator, scheme_end in (("p://", 1), ("P://", 1), (":\\/\\/", 0)):
         at = find(separator)
         if at < 0:
             continue
         unsorted = bool(found)
+        length = len(separator)
         while at >= 0:
             start = at + scheme_end - 4
-            if start >= 0 and text[start:start + 4].lower() == "http":
-                found.append((start, at + len(separator)))
-            at = find(separator, at + len(separator))
+            if start >= 0 and (startswith("http", start)
+                               or text[start:start + 4].lower() == "http"):
+                append((start, at + length))
+            at = find(separator, at + length)
         if unsorted:
             found.sort()
     return found
