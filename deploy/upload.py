@@ -34,6 +34,7 @@ The server needs only POSIX sh, coreutils, findutils, GNU tar, flock and gzip (z
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gzip
 import hashlib
 import io
@@ -198,7 +199,8 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
             log.warning("the release built from %s does not match its manifest (%s): uploading everything instead", base, detail)
             continue
         raise UploadError(f"the new release {release_id} on the server does not match what was sent: {detail}. "
-                          "Nothing went live; the partial release is removed by the next deploy.")
+                          "Nothing went live; the partial release is removed by the next deploy. "
+                          "Did the output change during the deploy (pelican still writing)? Deploy again.")
     raise AssertionError("unreachable")
 
 
@@ -377,6 +379,9 @@ def _send_compressed(output: Path, entries: list[mf.Entry], compression: str, wr
             _write_tar(output, entries, gz)
         writer.flush()
         return
+    if _gnu_tar():
+        _send_with_gnu_tar(output, entries, write)
+        return
     # zstd's CLI (Debian/Ubuntu package `zstd`, on GitHub's runners too): no Python dependency.
     proc = subprocess.Popen(["zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -403,6 +408,59 @@ def _send_compressed(output: Path, entries: list[mf.Entry], compression: str, wr
         raise failure[0]
     if status != 0:
         raise UploadError(f"local zstd failed: {proc.stderr.read().decode(errors='replace').strip()}")
+
+
+@functools.cache
+def _gnu_tar() -> str | None:
+    """GNU tar on this machine, if any (macOS has bsdtar, sometimes GNU tar as `gtar`)."""
+    for name in ("tar", "gtar"):
+        path = shutil.which(name)
+        if path and b"GNU tar" in subprocess.run([path, "--version"], capture_output=True).stdout:
+            return path
+    return None
+
+
+def _send_with_gnu_tar(output: Path, entries: list[mf.Entry], write: Callable[[bytes], None]) -> None:
+    """`tar | zstd` as two processes (tar in C reads the files; zstd compresses on another core),
+    the same archive as ``_write_tar``: relative names, root-owned, files 0644, folders 0755
+    (`a+X` after `go=r` adds x to folders only), symlinks as symlinks. The manifest's sizes are
+    checked on the server; a file rewritten in the meantime is sent again by the next deploy."""
+    names = b"".join(os.fsencode(e.path) + b"\0" for e in sorted(entries, key=lambda e: e.path))
+    tar = subprocess.Popen([_gnu_tar(), "-C", str(output), "--no-recursion", "--format=pax", "--owner=0", "--group=0",
+                            "--numeric-owner", "--mode=u=rw,go=r,a+X", "--hard-dereference", "--null",
+                            "--verbatim-files-from", "-cf", "-", "-T", "-"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    zstd = subprocess.Popen(["zstd", "-q", f"-{ZSTD_LEVEL}", "-T0", "-c"], stdin=tar.stdout,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tar.stdout.close()  # zstd owns it now
+    errors = {}
+    readers = [threading.Thread(target=lambda: errors.__setitem__("tar", tar.stderr.read()), daemon=True),
+               threading.Thread(target=lambda: errors.__setitem__("zstd", zstd.stderr.read()), daemon=True)]
+    for r in readers:
+        r.start()
+
+    def feed() -> None:
+        try:
+            tar.stdin.write(names)
+            tar.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        while chunk := zstd.stdout.read1(CHUNK):
+            write(chunk)
+    finally:
+        feeder.join()
+        zstd.stdout.close()
+        statuses = {"tar": tar.wait(), "zstd": zstd.wait()}
+        for r in readers:
+            r.join()
+    for name, status in statuses.items():
+        if status != 0:
+            raise UploadError(f"local {name} failed while packing the upload (exit {status}): "
+                              f"{errors.get(name, b'').decode(errors='replace').strip()} (is pelican still writing the output?)")
 
 
 # --- running commands ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ server is this machine, so the tests look at the release folders directly.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import tarfile
@@ -272,3 +273,25 @@ def test_a_bad_stream_header_is_refused_before_anything_is_built(site):
             with pytest.raises(RemoteCommandFailed, match="bad upload header"):
                 remote.run(script, lambda write: write(header), what="a bad header")
             assert not (releases / f"{release_id}.partial").exists()
+
+
+@pytest.mark.parametrize("has_zstd,gnu_tar", [(False, True), (True, False)], ids=["gzip (server without zstd)", "zstd, no GNU tar here"])
+def test_fallbacks_build_the_same_release(site, monkeypatch, has_zstd, gnu_tar):
+    out = site[1]
+    write_site(out, 2)
+    (out / "a.html").write_text(f"<p>fallback {has_zstd} {gnu_tar}</p>")
+    settings = settings_for(site)
+    if not gnu_tar:
+        monkeypatch.setattr(upload, "_gnu_tar", lambda: None)  # as on macOS without gtar: Python's tarfile
+    with Remote(settings) as remote:
+        deploy_lock = lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings))
+        local = mf.scan_output(out)
+        with deploy_lock as held:
+            state = upload.parse_probe(held.probe_output)
+            # A full upload (no previous manifest), as the server without zstd would get it.
+            state = dataclasses.replace(state, has_zstd=has_zstd, manifest=None)
+            staged = upload.stage_release(remote, settings, state, local, upload.new_release_id(state.releases))
+            upload.activate(remote, settings, staged.release_id)
+    assert staged.compression == ("zstd" if has_zstd else "gzip")
+    assert staged.plan.unchanged == 0
+    assert tree(live(settings)) == tree(out)
