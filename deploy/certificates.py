@@ -123,10 +123,11 @@ def check(conn: Connection, settings: DeploySettings, now: dt.datetime, *, force
     trips = 1
     info = cached if installed and cached and cached.cert_id == ari_cert_id_or_none(installed.certificate) else None
     if wants_renewal_info(installed, settings, cached, now):
-        info = ari.fetch_renewal_info(settings, installed.certificate, _verify(settings), now)
-        if info is not None and save_renewal_info:
-            write_private_file(conn, settings.tls_dir / ARI_CACHE, _ari_cache_json(info))
+        fetched = ari.fetch_renewal_info(settings, installed.certificate, _verify(settings), now)
+        if fetched is not None and save_renewal_info:
+            write_private_file(conn, settings.tls_dir / ARI_CACHE, _ari_cache_json(fetched))
             trips += 1
+        info = fetched or info  # the CA did not answer: its last window (if any) still stands
     decision = decide(installed, settings, now, info)
     if force:
         decision = forced(decision, installed)
