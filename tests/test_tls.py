@@ -3,7 +3,7 @@
 No vulnerability, no protocol or cipher below Mozilla's intermediate profile. What testssl.sh
 still reports above INFO is listed in ALLOWED with the reason it is acceptable; anything else
 fails the test. Checks run: protocols (-p), each cipher (-e), vulnerabilities (-U), server
-defaults incl. the certificate (-S) and HTTP headers (-h); about 40 s here.
+defaults incl. the certificate (-S) and HTTP headers (-h); 40-80 s here (2 cores).
 """
 
 from __future__ import annotations
@@ -35,6 +35,15 @@ ALLOWED = {
                      "record. A CAA record is DNS zone content, outside the vhost; the README suggests one.",
     "BREACH": "gzip on a static site: BREACH needs a secret and attacker-controlled input in the same "
               "compressed response; these pages have neither (no cookies, no forms, no reflected input).",
+}
+
+# A check of testssl.sh's own that can fail on timing, as a WARN about the check, not the server:
+# with TLS 1.3, OpenSSL sends session tickets after the handshake (stateful ones: nginx runs with
+# ssl_session_tickets off and a session cache, so no long-lived ticket key), and whether testssl.sh's
+# `openssl s_client </dev/null` reads them before it exits depends on timing. When it does, it then
+# tries ticket resumption, which fails on a busy machine: this WARN, with exactly this text.
+FLAKY_CHECKS = {
+    "sessionresumption_ticket": "check failed because of connect problem",
 }
 
 VULNERABILITIES = ["heartbleed", "CCS", "ticketbleed", "ROBOT", "secure_renego", "secure_client_renego", "CRIME_TLS",
@@ -104,8 +113,11 @@ def test_certificate_chain_trusted_and_hsts_sent(findings):
 def test_whatever_else_testssl_reports_is_explained(findings):
     remaining = {key: (f["severity"], f["finding"]) for key, f in findings.items()
                  if f["severity"] not in ("OK", "INFO") and not key.startswith("cipher_")}
-    unexplained = {key: value for key, value in remaining.items() if key not in ALLOWED}
+    flaky = {key for key, (severity, finding) in remaining.items()
+             if severity == "WARN" and FLAKY_CHECKS.get(key) == finding}
+    unexplained = {key: value for key, value in remaining.items() if key not in ALLOWED and key not in flaky}
     assert not unexplained, f"testssl.sh reports findings nobody has explained: {unexplained}"
     print("Remaining findings, each explained:")
     for key, (severity, finding) in sorted(remaining.items()):
-        print(f"  {key} [{severity}] {finding}\n      -> {ALLOWED[key]}")
+        why = ALLOWED.get(key) or f"a check of testssl.sh's own failed on timing (see FLAKY_CHECKS)"
+        print(f"  {key} [{severity}] {finding}\n      -> {why}")
