@@ -14,14 +14,20 @@ the sandbox's is the CA's own DNS), else with the system resolver.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import ipaddress
+import logging
 import secrets
 import socket
 import struct
 from dataclasses import dataclass
 
 from .errors import ChallengeCheckFailed
+
+log = logging.getLogger("pelican_https.deploy")
+
+_NO_ROUTE_FROM_HERE = {errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
 
 FIREWALLS = ("iptables/nftables rules (iptables -L -n, nft list ruleset), ufw (ufw allow 80/tcp), "
              "firewalld (firewall-cmd --add-service=http --permanent && firewall-cmd --reload), "
@@ -34,7 +40,7 @@ class Probe:
     domain: str
     address: str
     port: int
-    outcome: str  # "token", "refused", "timeout", "unreachable", "http"
+    outcome: str  # "token", "refused", "timeout", "unreachable", "uncheckable", "http"
     status: int = 0
     location: str | None = None
     body: str = ""
@@ -112,7 +118,12 @@ def fetch(domain: str, address: str, port: int, token: str, expected: str, timeo
         return Probe(domain, address, port, "refused", error=str(exc))
     except (socket.timeout, TimeoutError) as exc:
         return Probe(domain, address, port, "timeout", error=str(exc) or "timed out")
-    except (OSError, http.client.HTTPException) as exc:
+    except OSError as exc:
+        if exc.errno in _NO_ROUTE_FROM_HERE and ":" in address:
+            # This machine has no IPv6 route (GitHub-hosted runners have none): it cannot check this address.
+            return Probe(domain, address, port, "uncheckable", error=f"no IPv6 route from this machine ({exc})")
+        return Probe(domain, address, port, "unreachable", error=f"{exc.__class__.__name__}: {exc}")
+    except http.client.HTTPException as exc:
         return Probe(domain, address, port, "unreachable", error=f"{exc.__class__.__name__}: {exc}")
     finally:
         conn.close()
@@ -187,12 +198,23 @@ def check_domain(settings, domain: str, server_addresses: set[str], token: str, 
 
 def _problem(settings, domain: str, server_addresses: set[str], token: str, expected: str) -> str | None:
     addresses = resolve(domain, settings.dns_resolver)
+    probes = [fetch(domain, address, settings.http_port, token, expected) for address in addresses]
+    return verdict(domain, addresses, probes, server_addresses, settings.http_port)
+
+
+def verdict(domain: str, addresses: list[str], probes: list[Probe], server_addresses: set[str], port: int) -> str | None:
+    """The first real problem among the probes of one domain, or None. Pure.
+
+    An address this machine cannot reach at all (IPv6 from an IPv4-only CI runner) is not a
+    problem of the server: it is skipped with a warning, and the CA will check it itself."""
     if not addresses:
-        return explain(None, domain, addresses, server_addresses, settings.http_port)
-    for address in addresses:
-        probe = fetch(domain, address, settings.http_port, token, expected)
-        if probe.outcome != "token":
-            return explain(probe, domain, addresses, server_addresses, settings.http_port)
+        return explain(None, domain, addresses, server_addresses, port)
+    for probe in probes:
+        if probe.outcome == "uncheckable":
+            log.warning("cannot check http://%s/.well-known/acme-challenge/ at %s: %s; the CA will try it",
+                        domain, probe.address, probe.error)
+        elif probe.outcome != "token":
+            return explain(probe, domain, addresses, server_addresses, port)
     return None
 
 

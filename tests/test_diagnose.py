@@ -205,3 +205,14 @@ def test_dns_query_reads_a_and_aaaa_records(sandbox):
         _challtestsrv(sandbox, "clear-aaaa", {"host": "dnsq.example.com"})
     assert diagnose.resolve("dnsq.example.com", sandbox.dns_server) == ["127.0.0.1"]  # challtestsrv's default
     assert diagnose.resolve("localhost", None)  # the system resolver
+
+
+def test_an_ipv6_address_this_machine_cannot_reach_is_left_to_the_ca(caplog):
+    """GitHub-hosted runners have no IPv6: an AAAA address they cannot route to is not the server's fault."""
+    good = diagnose.Probe("a.example.com", "203.0.113.5", 80, "token", 200)
+    no_v6 = diagnose.Probe("a.example.com", "2001:db8::5", 80, "uncheckable", error="no IPv6 route from this machine")
+    addresses, here = ["2001:db8::5", "203.0.113.5"], {"203.0.113.5", "2001:db8::5"}
+    assert diagnose.verdict("a.example.com", addresses, [no_v6, good], here, 80) is None
+    assert "cannot check http://a.example.com/.well-known/acme-challenge/ at 2001:db8::5" in caplog.text
+    refused = diagnose.Probe("a.example.com", "2001:db8::5", 80, "refused", error="refused")
+    assert "connection refused" in diagnose.verdict("a.example.com", addresses, [refused, good], here, 80)
