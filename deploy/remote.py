@@ -111,6 +111,11 @@ class Command:
         for r in self.readers:
             r.start()
 
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
     def finish(self, body: Body | None = None, sent: Callable[[int], None] | None = None) -> bytes:
         """Write ``body`` to the command's stdin, close it, wait; return stdout or raise with stderr."""
         proc = self.proc

@@ -26,7 +26,8 @@ How a deploy travels, in as few round trips as possible (one SSH connection, see
    deploy before anything goes live, after one full-upload retry (in case the live release was
    edited by hand on the server).
 5. ``activate`` renames ``<id>.partial`` to ``<id>``, switches ``current`` with one rename and
-   prunes old releases (one round trip).
+   prunes old releases (one round trip; the deletion itself runs in the background, under the
+   lock).
 
 The server needs only POSIX sh, coreutils, findutils, GNU tar, flock and gzip (zstd if present).
 """
@@ -63,7 +64,7 @@ if TYPE_CHECKING:  # fabric is not imported at run time: a lean upload process s
 
 log = logging.getLogger("pelican_https.deploy")
 
-CHUNK = 128 * 1024  # paramiko's throughput peaks around this write size
+CHUNK = 128 * 1024  # write size into ssh's stdin
 ZSTD_LEVEL = 3  # zstd's default: ~7x on HTML at hundreds of MB/s
 GZIP_LEVEL = 6  # gzip's default, for servers or clients without zstd
 
@@ -188,8 +189,12 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
         # The server side starts (SSH session, clean-up, waiting for the pre-linked copy)
         # while the diff and the new manifest are computed here.
         command = remote.start(script, what="uploading the release")
-        plan = mf.diff(state.manifest if base else None, local)
-        n, listing = _send_release(command, settings, base, plan, local, compression, progress)
+        try:
+            plan = mf.diff(state.manifest if base else None, local)
+            n, listing = _send_release(command, settings, base, plan, local, compression, progress)
+        except BaseException:
+            command.abort()  # the server sees its input end and stops; the partial release stays unused
+            raise
         sent += n
         problems = mf.check_release(local, listing)
         if not problems:

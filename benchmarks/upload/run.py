@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -93,7 +94,8 @@ def main() -> None:
 
         results: dict[str, dict[str, list[float]]] = {c: {"ours": [], "rsync": [], "inproc": []} for c in ("full", "one-change", "no-change")}
         skip_times: list[float] = []
-        print(f"site: {len(files)} files, {size / 1e6:.1f} MB ({args.articles} articles); {args.runs} runs per case", flush=True)
+        print(f"site: {len(files)} files, {size / 1e6:.1f} MB ({args.articles} articles); {args.runs} runs per case; "
+              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
         for run in range(args.runs):
             order = ["ours", "rsync"] if run % 2 == 0 else ["rsync", "ours"]
             for case in ("full", "one-change", "no-change"):
@@ -117,6 +119,7 @@ def main() -> None:
         for case, r in results.items():
             a, b, c = (statistics.median(r[k]) for k in ("ours", "rsync", "inproc"))
             print(f"{case:<12}{a:>8.2f}s{b:>8.2f}s{a / b:>7.2f}x{c:>11.2f}s{c / b:>7.2f}x")
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
         b = statistics.median(results["no-change"]["rsync"])
         a = statistics.median(skip_times)
         print(f"{'no-change*':<12}{a:>8.2f}s{b:>8.2f}s{a / b:>7.2f}x   (* DEPLOY_SKIP_UNCHANGED=True, the default: no new release)")
