@@ -368,35 +368,64 @@ _MISS = object()
 _CACHE_LIMIT = 200_000
 
 
-def _classify_html(doc: _Doc, pos: int, escaped_slashes: bool, lo: int = 0):
-    verdict = _html_context(doc, pos, escaped_slashes, lo)
+def _classify_html(doc: _Doc, pos: int, escaped_slashes: bool):
+    verdict = _html_context(doc, pos, escaped_slashes)
     if verdict is not None and doc.in_comment(pos):
         return None  # checked last: most candidates are no URL a browser follows
     return verdict
 
 
-def _html_context(doc: _Doc, pos: int, escaped_slashes: bool, lo: int):
+def _html_context(doc: _Doc, pos: int, escaped_slashes: bool):
     text = doc.text
-    # The verdict is a function of the text from the nearest "<" to the first
-    # ">" after the URL when that ">" ends the tag: memoize it by that text.
+    cache = doc.cache
+    nearest = text.rfind("<", 0, pos)
+    if nearest < 0 or escaped_slashes or pos - nearest >= 2048:
+        at, tag = _tag_before(text, pos, 0)
+        return _html_verdict(text, pos, escaped_slashes, 0, tag)
+    # Most URLs start a quoted attribute value (<a href=", <img src=").  Then
+    # the verdict is a function of the text from the tag's "<" to the URL,
+    # the same for every article (see _prefix_decides): memoize it by that.
+    quote = text[pos - 1]
+    quoted = quote == '"' or quote == "'"
+    if quoted:
+        verdict = cache.get(text[nearest:pos], _MISS)
+        if verdict is not _MISS and text.find(quote, pos) >= 0:
+            return verdict
+    # Otherwise the verdict is a function of the text from that "<" to the
+    # first ">" after the URL when that ">" ends the tag: memoize it by that.
     key = None
-    nearest = text.rfind("<", lo, pos)
-    if nearest >= 0 and not escaped_slashes:
-        closing = text.find(">", pos)
-        if closing >= 0 and closing - nearest < 2048:
-            key = (text[nearest:closing + 1], pos - nearest)
-            verdict = doc.cache.get(key, _MISS)
-            if verdict is not _MISS:
-                return verdict
-    at, tag = _tag_before(text, pos, lo)
-    verdict = _html_verdict(text, pos, escaped_slashes, lo, tag)
-    if key is not None and at == nearest and (
+    closing = text.find(">", pos)
+    if closing >= 0 and closing - nearest < 2048:
+        key = (text[nearest:closing + 1], pos - nearest)
+        verdict = cache.get(key, _MISS)
+        if verdict is not _MISS:
+            return verdict
+    at, tag = _tag_before(text, pos, 0)
+    verdict = _html_verdict(text, pos, escaped_slashes, 0, tag)
+    if at != nearest:
+        return verdict  # a "<" inside a value: the verdict looked further back
+    if quoted and _prefix_decides(tag, pos):
+        key = text[nearest:pos]
+    elif key is None or not (
         tag is None or tag.end is None or tag.end <= pos or tag.end == closing + 1
     ):
-        if len(doc.cache) > _CACHE_LIMIT:
-            doc.cache.clear()
-        doc.cache[key] = verdict
+        return verdict
+    if len(cache) > _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = verdict
     return verdict
+
+
+def _prefix_decides(tag: _Tag | None, pos: int) -> bool:
+    """Whether the verdict on a URL right after a quote is a function of the
+    text from its tag's "<" up to it: true when the URL starts the quoted
+    value of an attribute of that tag (the parse of everything before it is
+    then fixed, and the value runs to its closing quote, whichever URL it
+    holds), unless the element is a <link> or <meta>, whose rel, property,
+    name or http-equiv may follow the URL."""
+    if tag is None or tag.name == "link" or tag.name == "meta":
+        return False
+    return any(span[0] == pos for span in tag.attributes.values())
 
 
 def _html_verdict(text: str, pos: int, escaped_slashes: bool, lo: int, tag):
@@ -474,6 +503,15 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
     if opened < 0:
         return None
     closing = text.find("&gt;", pos, pos + 2048)
+    # As in _html_context: a URL that starts a quoted value is judged by the
+    # (escaped) text from its tag's "&lt;" to it, whichever URL it is.
+    quote = text[pos - 1]
+    quoted = (not escaped_slashes and closing >= 0 and pos - opened < 2048
+              and (quote == '"' or quote == "'") and text.find(quote, pos, closing) >= 0)
+    if quoted:
+        verdict = doc.cache.get(("&", text[opened:pos]), _MISS)
+        if verdict is not _MISS:
+            return verdict
     key = None
     if closing >= 0:
         key = ("&", text[opened:closing + 4], pos - opened, escaped_slashes)
@@ -485,9 +523,15 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
         end = text.find("<", pos)
         end = min(len(text) if end < 0 else end, pos + 2048)
     snippet = _Doc(_xml_unescape(text[opened:end]), {})
-    verdict = _classify_html(snippet, len(_xml_unescape(text[opened:pos])), escaped_slashes)
+    snippet_pos = len(_xml_unescape(text[opened:pos]))
+    verdict = _classify_html(snippet, snippet_pos, escaped_slashes)
     if verdict is not None:
         verdict = verdict[0], f"escaped {verdict[1]}"
+    if quoted:
+        at, snippet_tag = _tag_before(snippet.text, snippet_pos, 0)
+        if (at == snippet.text.rfind("<", 0, snippet_pos)
+                and _prefix_decides(snippet_tag, snippet_pos)):
+            key = ("&", text[opened:pos])
     if key is not None:
         if len(doc.cache) > _CACHE_LIMIT:
             doc.cache.clear()

@@ -204,6 +204,34 @@ def test_a_shared_cache_gives_the_same_text():
         assert rewrite(before, RULES, syntax, cache).text == after
 
 
+# (syntax, first, then): the memo shared by a build's files has seen ``first``;
+# ``then`` has the same text before its URL but another verdict.
+SAME_TEXT_BEFORE_THE_URL = [
+    ("html", f'<meta content="{H}/i.png" property="og:image">',
+     f'<meta content="{H}/i.png" name="description">'),
+    ("html", '<link href="http://x.example.io/s.css" rel="stylesheet">',
+     '<link href="http://x.example.io/s.css" rel="author">'),
+    ("html", f'<img alt="a" src="{H}/i.png">', f'<img alt="a" src="{H}/i.png'),  # never closed
+    ("xml", f'<content type="html">&lt;meta content="{H}/i.png" property="og:image"&gt;</content>',
+     f'<content type="html">&lt;meta content="{H}/i.png" name="description"&gt;</content>'),
+    ("xml", f'<content type="html">&lt;img alt="a" src="{H}/i.png"&gt;</content>',
+     f'<content type="html">&lt;img alt="a" src="{H}/i.png&gt;</content>'),
+]
+
+
+@pytest.mark.parametrize("syntax, first, then", SAME_TEXT_BEFORE_THE_URL)
+def test_the_memo_never_reuses_a_verdict_that_depends_on_what_follows(syntax, first, then):
+    cache = {}
+    rewrite(first, RULES, syntax, cache)
+    assert rewrite(then, RULES, syntax, cache) == rewrite(then, RULES, syntax)
+
+    def verdict(text):
+        result = rewrite(text, RULES, syntax)
+        return result.upgraded, [(f.kind, f.where) for f in result.insecure]
+
+    assert verdict(then) != verdict(first)
+
+
 def test_audit_mode_changes_nothing_and_reports_own_links():
     audit = Rules(own_hosts=RULES.own_hosts, rewrite=False)
     result = rewrite(f'<a href="{H}/x">x</a>\n<img src="{H}/i.png">', audit, "html")

@@ -49,6 +49,13 @@ def fragments(draw):
         f"<link>{url}</link><loc>{url}</loc><id>{url}</id>",
         f'<content type="html">&lt;a href=&quot;{url}&quot;&gt;{url}&lt;/a&gt;</content>',
         f"@import '{url}'; x{{y:url({url})}}",
+        # same text before the URL, other verdicts: the memo must tell them apart
+        f'<link href="{url}" rel="{draw(st.sampled_from(["stylesheet", "canonical"]))}">',
+        f'<meta content="{url}" {draw(st.sampled_from(["property=og:image", "name=description"]))}>',
+        f'<img alt="a" src="{url}',  # no closing quote: not a quoted value
+        f'<a title="a>b" href="{url}">',
+        f'<content type="html">&lt;img src="{url}"&gt;&lt;link href="{url}" rel="icon"&gt;</content>',
+        f'<summary type="html">&lt;img alt="x" src="{url}</summary>',
     ]))
 
 
@@ -135,3 +142,22 @@ def test_any_bytes_round_trip(raw):
     text = raw.decode("utf-8", "surrogateescape")
     result = rewrite(text, RULES, "html").text
     assert result.encode("utf-8", "surrogateescape") == raw  # no URL of an own host in noise
+
+
+class _NoMemo(dict):
+    """A cache that never keeps anything: every verdict computed afresh."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(documents, min_size=2, max_size=4), st.sampled_from(["html", "xml"]))
+def test_a_cache_warmed_by_other_documents_changes_nothing(others, syntax):
+    # The memo is keyed by the text around a URL, shared by all files of a
+    # build: whatever it learned elsewhere gives the verdict of no memo at all.
+    *warming, document = others
+    cache = {}
+    for other in warming:
+        rewrite(other, MAPPED, syntax, cache)
+    assert rewrite(document, MAPPED, syntax, cache) == rewrite(document, MAPPED, syntax, _NoMemo())
