@@ -80,9 +80,11 @@ class RewriteResult:
 
 # -- the candidate scan -----------------------------------------------------
 
-# userinfo@ (rare), host, :port; stops at anything that ends a host
+# userinfo@ (rare), host, :port; stops at anything that ends a host.  The
+# userinfo run is possessive (*+): it cannot contain "@", so giving characters
+# back could never let the "@" match; without it, every host backtracks.
 _AUTHORITY = re.compile(
-    r"(?:[^\s/\\?#\"'<>()@&\[\]]*@)?([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*)?"
+    r"(?:[^\s/\\?#\"'<>()@&\[\]]*+@)?([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*)?"
 )
 _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 
@@ -170,10 +172,11 @@ def _candidates(text: str) -> list[tuple[int, int]]:
 
 def _url_at(text: str, start: int) -> str:
     url = _URL_TEXT.match(text, start).group().replace("\\/", "/")
-    for stop in ("&quot;", "&#39;", "&#34;", "&apos;", "&gt;", "&lt;"):
-        cut = url.find(stop)
-        if cut >= 0:
-            url = url[:cut]
+    if "&" in url:
+        for stop in ("&quot;", "&#39;", "&#34;", "&apos;", "&gt;", "&lt;"):
+            cut = url.find(stop)
+            if cut >= 0:
+                url = url[:cut]
     return url.rstrip(",;")
 
 
@@ -476,30 +479,28 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
         return None
     # Usually the URL is in the text of the element opened at ``nearest``
     # (<loc>, <link>, <content type="html">...): memoize that tag's parse.
-    tag = None
+    name = None
     closing = text.find(">", nearest, pos)
     if closing >= 0 and closing - nearest < 512:
         key = ("<", text[nearest:closing + 1])
-        tag = doc.cache.get(key)
-        if tag is None:
+        name = doc.cache.get(key)  # the name of a complete start tag
+        if name is None:
             tag = _parse_tag(text[nearest:closing + 1], 0)
             if tag is not None and tag.end == closing + 1 - nearest:
-                doc.cache[key] = tag
-            else:
-                tag = None
-        if tag is not None:
-            tag = _Tag(tag.name, None, nearest + tag.end)
-    if tag is None:  # in a tag's attribute (an Atom <link href>...) or unusual
+                name = doc.cache[key] = tag.name
+        tag_end = closing + 1
+    if name is None:  # in a tag's attribute (an Atom <link href>...) or unusual
         at, tag = _tag_before(text, pos, 0)
         if tag is None:
             return None
         if tag.end is None or tag.end > pos:
             return _classify_html(doc, pos, escaped_slashes)
-    if tag.name in _XML_URL_ELEMENTS:
-        return (LINK, f"<{tag.name}>") if not text[tag.end:pos].strip() else None
+        name, tag_end = tag.name, tag.end
+    if name in _XML_URL_ELEMENTS:
+        return (LINK, f"<{name}>") if not text[tag_end:pos].strip() else None
     # escaped HTML (Atom content/summary, RSS description): look at the
     # escaped tag around the URL, unescaped, as HTML
-    opened = text.rfind("&lt;", tag.end, pos)
+    opened = text.rfind("&lt;", tag_end, pos)
     if opened < 0:
         return None
     closing = text.find("&gt;", pos, pos + 2048)
