@@ -14,6 +14,9 @@ Settings (defaults in pelican_https/settings.py):
 HTTPS_HOSTS = []            Other host names of this site (www/apex twin, old
                             host names).  SITEURL's host is always included.
                             Matched exactly, in any case, with or without port.
+DEPLOY_DOMAINS              (the deploy's setting, read when present) The
+                            domains ``fab deploy`` serves count as own hosts
+                            too: list the blog's names once.
 HTTPS_HOST_MAP = {}         {"old.example.com": "example.com"}: the old hosts'
                             http URLs become https URLs on the new host.
 HTTPS_UPGRADE_HOSTS = []    External hosts known to serve https; "*.example.org"

@@ -4,6 +4,15 @@ Every setting starts with ``HTTPS_``.  ``DEFAULTS`` is the single source of the
 default values; ``load(settings)`` validates the user's values and returns an
 immutable ``HttpsSettings``.  Each error names the setting, shows the bad value
 and says what is expected.
+
+The site's own hosts are SITEURL's host, ``HTTPS_HOSTS``, the old hosts of
+``HTTPS_HOST_MAP`` and, when the settings have it, ``DEPLOY_DOMAINS``: the
+list of domain names (canonical first) that ``fab deploy`` serves and gets
+the certificate for.  So a blog lists its names once, for both halves of the
+project; ``DEPLOY_DOMAINS`` is validated here like ``HTTPS_HOSTS`` (the
+deploy checks it again by its own rules).  Internationalized names may be
+written in Unicode: both their Unicode and their ASCII ("xn--") form are own
+hosts, as a page may spell a URL either way.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 PREFIX = "HTTPS_"
+# Not ours, read when present: the deploy's domain names are own hosts too.
+DEPLOY_DOMAINS = "DEPLOY_DOMAINS"
 
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
@@ -54,7 +65,7 @@ class SettingsError(ValueError):
 class HttpsSettings:
     site_host: str | None          # SITEURL's host, None for a relative SITEURL
     site_scheme: str | None        # "http" / "https" / None
-    hosts: frozenset[str]          # every own host, lower case
+    hosts: frozenset[str]          # every own host, lower case (+ DEPLOY_DOMAINS)
     host_map: Mapping[str, str]
     upgrade_hosts: frozenset[str]  # exact external hosts
     upgrade_suffixes: tuple[str, ...]  # ".example.org" from "*.example.org"
@@ -78,6 +89,11 @@ def _host(name: str, value: Any, shown: Any = None, wildcard: bool = False) -> s
     if not isinstance(value, str):
         raise _error(name, shown, _HOST_HINT)
     host = value.strip().lower()
+    if not host.isascii():  # an internationalized name: its ASCII form
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise _error(name, shown, _HOST_HINT) from None
     candidate = host[2:] if wildcard and host.startswith("*.") else host
     if not _HOST_RE.fullmatch(candidate):
         hint = _HOST_HINT
@@ -91,6 +107,18 @@ def _host_list(name: str, value: Any, wildcard: bool = False) -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
         raise _error(name, value, f"a list of host names, e.g. ['www.example.com']")
     return [_host(name, item, value, wildcard) for item in value]
+
+
+def _with_unicode_forms(hosts: set[str]) -> set[str]:
+    """``hosts`` plus the Unicode form of each internationalized one."""
+    unicode_forms = set()
+    for host in hosts:
+        if "xn--" in host:
+            try:
+                unicode_forms.add(host.encode("ascii").decode("idna"))
+            except UnicodeError:
+                pass  # not valid punycode: only its ASCII spelling can match
+    return hosts | unicode_forms
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -120,6 +148,8 @@ def load(settings: Mapping[str, Any]) -> HttpsSettings:
     value = {key: settings.get(key, default) for key, default in DEFAULTS.items()}
 
     hosts = set(_host_list("HTTPS_HOSTS", value["HTTPS_HOSTS"]))
+    if settings.get(DEPLOY_DOMAINS) is not None:
+        hosts.update(_host_list(DEPLOY_DOMAINS, settings[DEPLOY_DOMAINS]))
 
     raw_map = value["HTTPS_HOST_MAP"]
     if not isinstance(raw_map, Mapping):
@@ -151,7 +181,7 @@ def load(settings: Mapping[str, Any]) -> HttpsSettings:
     return HttpsSettings(
         site_host=site_host,
         site_scheme=scheme,
-        hosts=frozenset(hosts),
+        hosts=frozenset(_with_unicode_forms(hosts)),
         host_map=MappingProxyType(host_map),
         upgrade_hosts=frozenset(h for h in upgrade if not h.startswith("*.")),
         upgrade_suffixes=tuple(h[1:] for h in upgrade if h.startswith("*.")),

@@ -136,6 +136,16 @@ def test_audit_mode_changes_no_byte_and_reports_own_links(site, caplog):
             in lines)
 
 
+def test_deploy_domains_are_the_sites_own_hosts(site):
+    # the www name only in DEPLOY_DOMAINS (as a publishconf.py lists it for fab deploy)
+    post = build(site, HTTPS_HOSTS=[], DEPLOY_DOMAINS=["blog.example.com", "www.blog.example.com"])
+    assert '<a href="HTTPS://WWW.Blog.Example.com/x/">www link</a>' in (post / "first-post.html").read_text(
+        encoding="utf-8")
+    post = build(site, HTTPS_HOSTS=[], DEPLOY_DOMAINS=["blog.example.com"])
+    assert '<a href="HTTP://WWW.Blog.Example.com:80/x/">www link</a>' in (post / "first-post.html").read_text(
+        encoding="utf-8")
+
+
 def test_http_siteurl_warns(site, caplog):
     caplog.set_level(logging.INFO)
     build(site, SITEURL="http://blog.example.com")

@@ -31,6 +31,25 @@ def test_hosts_collected_and_lower_cased():
     assert loaded.upgrade_suffixes == (".static.example.org",)
 
 
+def test_deploy_domains_are_own_hosts():
+    loaded = load({
+        "SITEURL": "https://blog.example.com",
+        "DEPLOY_DOMAINS": ["blog.example.com", "WWW.Blog.example.com", "blog.example.org"],
+        "HTTPS_HOSTS": ["old.example.net"],
+    })
+    assert loaded.hosts == {"blog.example.com", "www.blog.example.com", "blog.example.org",
+                            "old.example.net"}
+    assert load({"SITEURL": "https://blog.example.com", "DEPLOY_DOMAINS": None}).hosts == {
+        "blog.example.com"}
+
+
+def test_internationalized_names_match_in_both_spellings():
+    loaded = load({"SITEURL": "", "DEPLOY_DOMAINS": ["Bücher.example"],
+                   "HTTPS_HOSTS": ["xn--caf-dma.example"]})
+    assert loaded.hosts == {"xn--bcher-kva.example", "bücher.example",
+                            "xn--caf-dma.example", "café.example"}
+
+
 @pytest.mark.parametrize("siteurl", ["", "/", "..", None])
 def test_relative_siteurl_has_no_host(siteurl):
     loaded = load({"SITEURL": siteurl, "HTTPS_HOSTS": ["example.com"]})
@@ -44,6 +63,12 @@ def test_relative_siteurl_has_no_host(siteurl):
     ("HTTPS_HOSTS", ["example.com:8080"], "a bare host name"),
     ("HTTPS_HOSTS", ["*.example.com"], "a bare host name"),
     ("HTTPS_HOSTS", [42], "a bare host name"),
+    ("DEPLOY_DOMAINS", "blog.example.com", "a list of host names"),
+    ("DEPLOY_DOMAINS", ["https://blog.example.com"], "a bare host name"),
+    ("DEPLOY_DOMAINS", ["blog.example.com:443"], "a bare host name"),
+    ("DEPLOY_DOMAINS", ["*.example.com"], "a bare host name"),
+    ("DEPLOY_DOMAINS", ["blog example.com"], "a bare host name"),
+    ("DEPLOY_DOMAINS", [None], "a bare host name"),
     ("HTTPS_HOST_MAP", ["old.example.com"], "a dict of old host -> canonical host"),
     ("HTTPS_HOST_MAP", {"old.example.com": "https://example.com"}, "a bare host name"),
     ("HTTPS_UPGRADE_HOSTS", ["cdn.*.org"], "'*.example.org' for every subdomain"),
