@@ -65,7 +65,7 @@ class _Build:
             path = path[len(self._output_prefix):]
         else:
             path = os.path.relpath(path, self.output_path)
-        return path.replace(os.sep, "/") if os.sep != "/" else path
+        return path.replace(os.sep, "/")
 
     def rewrite_text(self, path: str, text: str) -> str:
         """Rewrite one output file's text (``path`` absolute); record its findings."""
@@ -274,5 +274,7 @@ def _emit(report: Report) -> None:
 def _write_report(path: str, report: Report) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    # A URL from a file that is not UTF-8 holds lone surrogates: written as
+    # \udcXX escapes, the report stays valid UTF-8 and JSON.
+    with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
         f.write(report.to_json())

@@ -190,6 +190,16 @@ def test_non_utf8_static_css_round_trips(site):
         b"/* caf\xe9 */ a { background: url(https://blog.example.com/\xe9.png) }\n")
 
 
+def test_insecure_url_in_a_non_utf8_file_is_reported(site, monkeypatch):
+    monkeypatch.chdir(site)
+    (site / "content" / "static" / "latin1.css").write_bytes(
+        b"a { background: url(http://fonts.example.io/caf\xe9.png) }\n")
+    build(site, HTTPS_REPORT_PATH="https.json")
+    report = json.loads((site / "https.json").read_bytes().decode("utf-8"))
+    assert {"output": "static/latin1.css", "line": 1, "url": "http://fonts.example.io/caf\udce9.png",
+            "where": "css url()", "source": "static/latin1.css"} in report["subresources"]
+
+
 def run_pelican(site, *overrides):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                COLUMNS="400")
