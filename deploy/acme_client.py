@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass
 
 import josepy as jose
-import requests
 from acme import client, errors as acme_errors, messages
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import CertificateError
-from .ari import fetch_renewal_info, retry_after_time  # noqa: F401 (ARI needs no ACME session; re-exported)
+from .ari import retry_after_time
 
 log = logging.getLogger("pelican_https.deploy")
 

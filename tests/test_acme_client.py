@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from deploy import acme_client, certificates, pipeline
+from deploy import acme_client, ari, certificates, pipeline
 from deploy.renewal import ari_cert_id
 from deploy.verify import fetch_https
 
@@ -196,21 +196,21 @@ def test_renewal_info_window_and_retry_after_are_read(sandbox, ari_double):
     ari_double.window = (now + dt.timedelta(days=1), now + dt.timedelta(days=2))
     ari_double.retry_after = email.utils.format_datetime(now + dt.timedelta(hours=3), usegmt=True)
     ari_double.requests.clear()
-    info = acme_client.fetch_renewal_info(settings, cert, str(sandbox.acme_ca_bundle), now)
+    info = ari.fetch_renewal_info(settings, cert, str(sandbox.acme_ca_bundle), now)
     assert ari_double.requests == [ari_cert_id(cert)]
     assert (info.window_start, info.window_end) == ari_double.window
     assert info.retry_at == now + dt.timedelta(hours=3) and info.explanation_url == "https://ca.example/why"
 
     ari_double.retry_after = "5"  # RFC 9773 4.3.2: unreasonably short values are clamped (here: to a minute)
-    assert acme_client.fetch_renewal_info(settings, cert, str(sandbox.acme_ca_bundle), now).retry_at == now + dt.timedelta(minutes=1)
+    assert ari.fetch_renewal_info(settings, cert, str(sandbox.acme_ca_bundle), now).retry_at == now + dt.timedelta(minutes=1)
     ari_double.status = 500  # a broken ARI answer never blocks a deploy: the lifetime rule applies
     try:
-        assert acme_client.fetch_renewal_info(settings, cert, str(sandbox.acme_ca_bundle), now) is None
+        assert ari.fetch_renewal_info(settings, cert, str(sandbox.acme_ca_bundle), now) is None
     finally:
         ari_double.status = 200
     # The real Pebble offers no renewalInfo: no ARI.
     plain = settings_from_mapping(sandbox.deploy_settings() | {"DEPLOY_DOMAINS": ["x.example.com"]})
-    assert acme_client.fetch_renewal_info(plain, cert, str(sandbox.acme_ca_bundle), now) is None
+    assert ari.fetch_renewal_info(plain, cert, str(sandbox.acme_ca_bundle), now) is None
 
 
 def _any_cert() -> x509.Certificate:
@@ -300,7 +300,7 @@ def test_a_profile_the_ca_does_not_offer_is_refused_before_ordering(sandbox):
 def test_a_ca_that_is_down_never_blocks_a_deploy_that_needs_no_certificate(sandbox, caplog):
     from deploy.sandbox import _free_ports
     down = _pebble_settings(sandbox, DEPLOY_ACME_DIRECTORY=f"https://127.0.0.1:{_free_ports(1)[0]}/dir")
-    assert acme_client.fetch_renewal_info(down, _any_cert(), str(sandbox.acme_ca_bundle), dt.datetime.now(UTC)) is None
+    assert ari.fetch_renewal_info(down, _any_cert(), str(sandbox.acme_ca_bundle), dt.datetime.now(UTC)) is None
     assert "cannot read the ACME directory" in caplog.text and "1/3-lifetime rule" in caplog.text
 
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from deploy.acme_client import retry_after_time
+from deploy.ari import retry_after_time
 from deploy.errors import SettingsError
 from deploy.renewal import (Installed, RenewalInfo, ari_cert_id, ari_renewal_time, decide, forced, key_type_of,
                             lifetime_renewal_start, wants_renewal_info)
