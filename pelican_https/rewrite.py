@@ -105,7 +105,7 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> 
     insecure: list[tuple[int, str, str, bool, str]] = []
     copied_to = 0
     upgraded = 0
-    doc = _Doc(text, {} if cache is None else cache, syntax)
+    doc = _Doc(text, {} if cache is None else cache, syntax, candidates[-1][0] + 1)
     rewriting = rules.rewrite
     exact = rules.exact_hosts
     suffixes = rules.upgrade_suffixes
@@ -193,34 +193,51 @@ def _with_lines(text, found) -> list[Finding]:
 class _Doc:
     """The text being scanned, with facts computed once and only if needed."""
 
-    __slots__ = ("text", "cache", "syntax", "_comments")
+    __slots__ = ("text", "cache", "syntax", "last_url", "_comments", "_lt_before", "_lt_at")
 
-    def __init__(self, text: str, cache: dict, syntax: str = "html"):
+    def __init__(self, text: str, cache: dict, syntax: str = "html", last_url: int | None = None):
         self.text = text
         self.cache = cache
         self.syntax = syntax
-        self._comments = None  # sorted (start, end) of every comment
+        self.last_url = len(text) if last_url is None else last_url  # no URL after this
+        self._comments = None  # sorted (start, end) of every comment before last_url
+        self._lt_before = 0    # the last "<" before this position is at _lt_at
+        self._lt_at = -1
 
     def in_comment(self, pos: int) -> bool:
         comments = self._comments
         if comments is None:
-            comments = self._comments = _comment_spans(self.text, self.syntax == "xml")
+            comments = self._comments = _comment_spans(
+                self.text, self.syntax == "xml", self.last_url)
         if not comments:
             return False
         index = bisect.bisect(comments, (pos, pos)) - 1
         return index >= 0 and comments[index][1] > pos
 
+    def last_lt(self, pos: int) -> int:
+        """text.rfind("<", 0, pos), searching back only to the previous
+        call's position: URLs come in order, and in a feed the "<" before
+        them (<content type="html">) can be a whole article back."""
+        if pos < self._lt_before:
+            return self.text.rfind("<", 0, pos)
+        found = self.text.rfind("<", self._lt_before, pos)
+        if found >= 0:
+            self._lt_at = found
+        self._lt_before = pos
+        return self._lt_at
 
-def _comment_spans(text: str, escaped_too: bool) -> list[tuple[int, int]]:
+
+def _comment_spans(text: str, escaped_too: bool, end_of_search: int) -> list[tuple[int, int]]:
+    """(start, end) of the comments that open before ``end_of_search``."""
     spans = []
     for opener, closer in (("<!--", "-->"), ("&lt;!--", "--&gt;"))[:1 + escaped_too]:
         find = text.find
-        at = find(opener)
+        at = find(opener, 0, end_of_search)
         while at >= 0:
             end = find(closer, at + len(opener))
             end = len(text) if end < 0 else end + len(closer)
             spans.append((at, end))
-            at = find(opener, end)
+            at = find(opener, end, end_of_search)
     spans.sort()
     return spans
 
@@ -474,7 +491,7 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
     text = doc.text
     if doc.in_comment(pos):
         return None
-    nearest = text.rfind("<", 0, pos)
+    nearest = doc.last_lt(pos)
     if nearest < 0:
         return None
     # Usually the URL is in the text of the element opened at ``nearest``
