@@ -1,10 +1,10 @@
 """The pure core: text + rules -> upgraded text + findings.  No I/O.
 
 How it stays byte-preserving and cheap: it never parses or re-serializes a
-document.  A regex finds every ``http:`` + ``//`` (or JSON-escaped ``\\/\\/``)
-in the text; only around such a candidate does it look at the surroundings
-(the nearest ``<`` before it, that one tag's attributes, a few characters of
-CSS) to decide whether the URL sits where a browser or feed reader follows
+document.  A literal search (``str.find``) finds every ``http:`` + ``//`` (or
+JSON-escaped ``\\/\\/``) in the text; only around such a candidate does it
+look at the surroundings (the nearest ``<`` before it, that one tag's
+attributes, a few characters of CSS) to decide whether the URL sits where a browser or feed reader follows
 it.  An upgrade inserts one ``s`` after ``http`` (``S`` after ``HTTP``), and
 with a host map replaces the host; an explicit ``:80`` port is dropped, as it
 is the http default and would be wrong for https.  Every other byte is
@@ -93,8 +93,9 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> 
     """Upgrade the followed http URLs of ``text`` (html, xml, css or json).
 
     ``cache`` (optional, any dict, shared across the files of a build) memoizes
-    the verdict on a tag: an article's tags recur in its page, the index and
-    every feed, and the verdict depends only on the tag's own text.
+    verdicts by the text they depend on: the text from a tag's "<" up to a
+    URL that starts a quoted value (``<a href="``: the same in every article),
+    else the whole tag.  Tags recur across pages, listings and feeds.
     """
     candidates = _candidates(text)
     if not candidates:  # most files of a site that is already https
@@ -285,7 +286,7 @@ def _parse_tag(text: str, start: int) -> _Tag | None:
         pos = attribute.end()
 
 
-def _tag_before(text: str, pos: int, lo: int) -> tuple[int, _Tag | None]:
+def _tag_before(text: str, pos: int) -> tuple[int, _Tag | None]:
     """The start tag that ``pos`` is inside of or follows; (-1, None) if none.
 
     A ``<`` that opens no start tag (``</p>``, ``<!``, ``a < b``) means text,
@@ -293,7 +294,7 @@ def _tag_before(text: str, pos: int, lo: int) -> tuple[int, _Tag | None]:
     """
     at = pos
     for _ in range(3):
-        at = text.rfind("<", lo, at)
+        at = text.rfind("<", 0, at)
         if at < 0:
             return -1, None
         tag = _parse_tag(text, at)
@@ -400,8 +401,8 @@ def _html_context(doc: _Doc, pos: int, escaped_slashes: bool):
     cache = doc.cache
     nearest = text.rfind("<", 0, pos)
     if nearest < 0 or escaped_slashes or pos - nearest >= 2048:
-        at, tag = _tag_before(text, pos, 0)
-        return _html_verdict(text, pos, escaped_slashes, 0, tag)
+        at, tag = _tag_before(text, pos)
+        return _html_verdict(text, pos, escaped_slashes, tag)
     # Most URLs start a quoted attribute value (<a href=", <img src=").  Then
     # the verdict is a function of the text from the tag's "<" to the URL,
     # the same for every article (see _prefix_decides): memoize it by that.
@@ -420,8 +421,8 @@ def _html_context(doc: _Doc, pos: int, escaped_slashes: bool):
         verdict = cache.get(key, _MISS)
         if verdict is not _MISS:
             return verdict
-    at, tag = _tag_before(text, pos, 0)
-    verdict = _html_verdict(text, pos, escaped_slashes, 0, tag)
+    at, tag = _tag_before(text, pos)
+    verdict = _html_verdict(text, pos, escaped_slashes, tag)
     if at != nearest:
         return verdict  # a "<" inside a value: the verdict looked further back
     if quoted and _prefix_decides(tag, pos):
@@ -448,7 +449,7 @@ def _prefix_decides(tag: _Tag | None, pos: int) -> bool:
     return any(span[0] == pos for span in tag.attributes.values())
 
 
-def _html_verdict(text: str, pos: int, escaped_slashes: bool, lo: int, tag):
+def _html_verdict(text: str, pos: int, escaped_slashes: bool, tag):
     if tag is not None and (tag.end is None or tag.end > pos):
         for name, span in tag.attributes.items():
             if span[0] <= pos < span[1]:
@@ -456,7 +457,7 @@ def _html_verdict(text: str, pos: int, escaped_slashes: bool, lo: int, tag):
         return None  # inside a tag but not in a value (a stray "http:" name)
     # text between tags
     if escaped_slashes:  # http:\/\/ : JSON in a <script>, nowhere else
-        script = text.rfind("<script", lo, pos)
+        script = text.rfind("<script", 0, pos)
         if script >= 0 and text.find("</script", script, pos) < 0 and text[pos - 1] == '"':
             return DATA, "script json"
         return None
@@ -507,7 +508,7 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
                 name = doc.cache[key] = tag.name
         tag_end = closing + 1
     if name is None:  # in a tag's attribute (an Atom <link href>...) or unusual
-        at, tag = _tag_before(text, pos, 0)
+        at, tag = _tag_before(text, pos)
         if tag is None:
             return None
         if tag.end is None or tag.end > pos:
@@ -546,7 +547,7 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
     if verdict is not None:
         verdict = verdict[0], f"escaped {verdict[1]}"
     if quoted:
-        at, snippet_tag = _tag_before(snippet.text, snippet_pos, 0)
+        at, snippet_tag = _tag_before(snippet.text, snippet_pos)
         if (at == snippet.text.rfind("<", 0, snippet_pos)
                 and _prefix_decides(snippet_tag, snippet_pos)):
             key = ("&", text[opened:pos])
