@@ -2,7 +2,7 @@
 
 Running Pelican on 2,000 posts takes minutes and is not what is measured: the upload only
 sees files. So the files are written directly, shaped like Pelican's default theme output:
-one HTML page per article (~14-30 KB: theme boilerplate plus varied text, so it compresses
+one HTML page per article (4-15 KB, median 8 KB: theme boilerplate plus varied text, so it compresses
 like real pages, not like repeated bytes), paginated index pages, category/tag/author pages,
 Atom feeds, theme CSS, and binary assets of random bytes (incompressible, like real JPEG/PNG).
 Deterministic for a given seed.
