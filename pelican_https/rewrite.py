@@ -4,11 +4,12 @@ How it stays byte-preserving and cheap: it never parses or re-serializes a
 document.  A literal search (``str.find``) finds every ``http:`` + ``//`` (or
 JSON-escaped ``\\/\\/``) in the text; only around such a candidate does it
 look at the surroundings (the nearest ``<`` before it, that one tag's
-attributes, a few characters of CSS) to decide whether the URL sits where a browser or feed reader follows
-it.  An upgrade inserts one ``s`` after ``http`` (``S`` after ``HTTP``), and
-with a host map replaces the host; an explicit ``:80`` port is dropped, as it
-is the http default and would be wrong for https.  Every other byte is
-copied, so rewriting twice equals rewriting once.
+attributes, a few characters of CSS) to decide whether the URL sits where
+a browser or feed reader follows it.  An upgrade inserts one ``s`` after
+``http`` (``S`` after ``HTTP``), and with a host map replaces the host; an
+explicit ``:80`` port is dropped, as it is the http default and would be
+wrong for https.  Every other byte is copied, so rewriting twice equals
+rewriting once.
 
 Syntaxes: ``html`` (attributes, ``<style>``, JSON in ``<script>``), ``xml``
 (Atom/RSS feeds including the escaped HTML of content/summary/description,
@@ -48,7 +49,8 @@ class Rules:
         )
 
     def __post_init__(self):
-        # looked up for every candidate URL: one set, built once
+        # own + https-capable hosts, looked up for every candidate URL: one
+        # set, built once (not a field: it follows from the two above)
         object.__setattr__(self, "exact_hosts", self.own_hosts | self.upgrade_hosts)
 
     def is_own(self, host: str) -> bool:
