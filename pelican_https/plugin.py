@@ -45,7 +45,6 @@ class _Build:
         self.rules = Rules.from_settings(self.settings)
         self.siteurl = pelican.settings.get("SITEURL")
         self.output_path = os.path.abspath(pelican.settings["OUTPUT_PATH"])
-        self._output_prefix = os.path.join(self.output_path, "")
         self.content_path = os.path.abspath(pelican.settings["PATH"])
         self.collector = Collector()
         # Paths below are absolute (os.path.abspath, as Pelican's own
@@ -61,11 +60,7 @@ class _Build:
 
     def relative(self, path: str) -> str:
         """Output path relative to OUTPUT_PATH, "/"-separated."""
-        if path.startswith(self._output_prefix):  # always, but for odd paths
-            path = path[len(self._output_prefix):]
-        else:
-            path = os.path.relpath(path, self.output_path)
-        return path.replace(os.sep, "/")
+        return _relative(path, self.output_path)
 
     def rewrite_text(self, path: str, text: str) -> str:
         """Rewrite one output file's text (``path`` absolute); record its findings."""
@@ -106,10 +101,18 @@ class _Build:
 
     def _display(self, source_path: str) -> str:
         shown = self._displayed.get(source_path)
-        if shown is None:  # relpath is slow, and the report asks per finding
-            shown = os.path.relpath(os.path.abspath(source_path), self.content_path)
-            shown = self._displayed[source_path] = shown.replace(os.sep, "/")
+        if shown is None:  # the report asks per finding
+            shown = self._displayed[source_path] = _relative(
+                os.path.abspath(source_path), self.content_path)
         return shown
+
+
+def _relative(path: str, folder: str) -> str:
+    """``path`` (absolute) relative to ``folder``, "/"-separated; cut off as a
+    prefix when it is one (os.path.relpath is slow, and this runs per file)."""
+    prefix = os.path.join(folder, "")
+    path = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, folder)
+    return path.replace(os.sep, "/")
 
 
 def _mentions(content, url: str) -> bool:
