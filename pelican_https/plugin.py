@@ -146,6 +146,13 @@ def _replace_file(path: str, data: bytes) -> None:
 _build: _Build | None = None
 
 
+def _cpu_time() -> float:
+    # CPU time of this thread, for the report's own-time counter: Pelican and
+    # the plugin run in the main thread, and this clock is cheaper to read than
+    # the whole process's (which sums every thread's).
+    return time.thread_time()
+
+
 class _RewriteOnClose(io.StringIO):
     """What ``RewritingWriter`` hands to Pelican instead of the output file:
     collects the text (a ``TextIOBase``, so feed XML arrives as str too) and
@@ -181,13 +188,6 @@ class RewritingWriter(Writer):
 
 
 # -- receivers (module level: Pelican's signals hold weak references) -------
-
-def _cpu_time() -> float:
-    # CPU time of this thread, for the report's own-time counter: Pelican and
-    # the plugin run in the main thread, and this clock is cheaper to read than
-    # the whole process's (which sums every thread's).
-    return time.thread_time()
-
 
 def on_initialized(pelican) -> None:
     global _build
