@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
-PROFILES = ("classic", "tlsserver", "shortlived")
+from .settings import KEY_TYPES, PROFILES  # noqa: F401 (re-exported; defined there so settings need no cryptography)
 DEFAULT_ARI_RETRY = dt.timedelta(hours=6)  # RFC 9773 4.3.3: when the CA sends no usable Retry-After
 
 

@@ -327,10 +327,14 @@ def _check_hsts_preload(max_age: int, include_subdomains: bool, http_port: int, 
                                        f"not DEPLOY_HTTP_PORT={http_port!r} and DEPLOY_HTTPS_PORT={https_port!r}"))
 
 
+# Defined here, not in deploy.renewal (which imports them from here): validating settings must
+# not import cryptography (~70 ms on every upload-only process).
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
+PROFILES = ("classic", "tlsserver", "shortlived")
+
+
 def _certificate_options(values: dict[str, Any]) -> dict[str, Any]:
     """DEPLOY_KEY_TYPE, DEPLOY_ACME_PROFILE, external account binding and the pre-check's DNS resolver."""
-    from .renewal import KEY_TYPES, PROFILES
-
     key_type = values["DEPLOY_KEY_TYPE"]
     if key_type not in KEY_TYPES:
         raise SettingsError(f"DEPLOY_KEY_TYPE={key_type!r}: expected one of {', '.join(map(repr, KEY_TYPES))}")
