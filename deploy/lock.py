@@ -15,7 +15,8 @@ for a moment, and the next deploy must not clean up under its feet.
 Who holds the lock (host, PID, user, start time, release) is written beside it
 (``deploy.lock.holder``), so a second deploy that waits in vain can say whom it waited for.
 The lock shell also runs a caller's probe script right after locking, saving a round trip
-(the upload reads the live release's manifest that way).
+(the upload reads the live release's manifest that way), and later runs scripts sent on its
+stdin (``DeployLock.run``: the switch of ``current``), saving an SSH session each.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import datetime as dt
 import getpass
 import os
 import re
+import secrets
 import shlex
 import socket
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ConnectionFailed, LockError
+from .errors import ConnectionFailed, LockError, RemoteCommandFailed
 from .remote import Remote
 from .settings import DeploySettings
 
@@ -81,12 +83,21 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int, probe_scrip
         f"( {probe_script or ':'}\n) < /dev/null > {q(probe_out)} 2>&1 || {{ echo 'the probe failed:' >&2; cat {q(probe_out)} >&2; exit 1; }}",
         f"printf 'LOCKED %s\\n' \"$(wc -c < {q(probe_out)})\"",
         f"cat {q(probe_out)}",
+        # Scripts to run under the lock without a new SSH session (``DeployLock.run``):
+        # "RUN <lines> <nonce>", then the script. It runs only once every line has arrived (a
+        # script cut short by a dead client never runs); its output ends with "<nonce> <status>".
+        # Builtins only: dash's `read` takes a pipe byte by byte, never past the script.
+        "while IFS=' ' read -r word lines nonce; do",
+        '  [ "$word" = RUN ] || break',
+        '  case $lines in ""|*[!0-9]*) break;; esac; case $nonce in ""|*[!0-9a-f]*) break;; esac',
+        "  script=; complete=yes",
+        '  while [ "$lines" -gt 0 ]; do IFS= read -r line || { complete=; break; }; script="$script$line',
+        '"; lines=$((lines - 1)); done',
+        '  [ -n "$complete" ] || break',
+        '  sh -c "$script" < /dev/null 2>&1; printf "\\n%s %s\\n" "$nonce" "$?"',
+        "done",
         # Hold the lock until the client closes the channel (or dies: sshd closes it then).
         "cat > /dev/null",
-        # A copy made ahead of time for an upload that did not happen (nothing changed): stop it.
-        f"pid=$(cat {q(lock + '.prep.pid')} 2>/dev/null || true)",
-        '[ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = cp ] && kill "$pid" 2>/dev/null',
-        f"rm -f {q(lock + '.prep.pid')}",
         # Let a dead client's workers finish before the next deploy may start.
         f"exec 7>>{q(busy)} && flock -x 7",
         f"rm -f {q(holder_file)} {q(probe_out)}",
@@ -118,7 +129,7 @@ class DeployLock:
 
     def _read_answer(self) -> Held:
         settings, remote = self.settings, self.remote
-        reader = _Reader(self.proc.stdout)
+        reader = self.reader = _Reader(self.proc.stdout)
         while True:
             line = reader.line()
             if line is None:
@@ -143,6 +154,24 @@ class DeployLock:
                 return Held(reader.exactly(int(rest)), time.monotonic() - self.started, self.holder)
             else:
                 raise LockError(f"unexpected answer while taking the deploy lock: {line[:200]!r}")
+
+    def run(self, script: str, what: str = "a command") -> bytes:
+        """Run ``script`` (no input) in the lock shell: under the lock, without opening another SSH
+        session. Returns its output (stdout and stderr together); raises if it fails."""
+        self.wait()
+        if self.proc.stdin is None or self.proc.stdin.closed:
+            raise LockError("the deploy lock is not held any more")
+        nonce = secrets.token_hex(8)
+        lines = script.split("\n")
+        self.proc.stdin.write(f"RUN {len(lines)} {nonce}\n{script}\n".encode())
+        self.proc.stdin.flush()
+        out = self.reader.until(f"\n{nonce} ".encode())
+        if out is None:
+            raise ConnectionFailed(f"the SSH connection to {self.remote.where} closed while {what}")
+        text, status = out
+        if status != 0:
+            raise RemoteCommandFailed(f"{what} failed on the server (exit {status}): {text.decode('utf-8', 'replace').strip()[:500]}")
+        return text
 
     def release(self) -> None:
         # Closing the lock shell's stdin ends its `cat`: it waits for the deploy's background
@@ -182,6 +211,19 @@ class _Reader:
         line, _, rest = bytes(self.buf).partition(b"\n")
         self.buf = bytearray(rest)
         return line.decode("utf-8", "replace")
+
+    def until(self, marker: bytes) -> tuple[bytes, int] | None:
+        """What comes before ``marker`` + "<status>\\n", and the status; None at the end of the stream."""
+        while True:
+            at = self.buf.find(marker)
+            if at >= 0:
+                end = self.buf.find(b"\n", at + len(marker))
+                if end >= 0:
+                    status = self.buf[at + len(marker):end].decode("ascii", "replace")
+                    data, self.buf = bytes(self.buf[:at]), self.buf[end + 1:]
+                    return data, int(status) if status.isdigit() else -1
+            if not self._fill():
+                return None
 
     def exactly(self, n: int) -> bytes:
         while len(self.buf) < n:

@@ -43,14 +43,15 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
         conn = connect(settings)
         try:
             with deploy_lock as held:
-                return _deploy_locked(conn, remote, settings, held, local, force_renew)
+                return _deploy_locked(conn, remote, deploy_lock, settings, held, local, force_renew)
         finally:
             conn.close()
     finally:
         remote.close()
 
 
-def _deploy_locked(conn, remote: Remote, settings: DeploySettings, held: lock.Held, local, force_renew: bool) -> DeployResult:
+def _deploy_locked(conn, remote: Remote, deploy_lock: lock.DeployLock, settings: DeploySettings, held: lock.Held, local,
+                   force_renew: bool) -> DeployResult:
     release_id, staged = None, None
     if local is not None:
         progress = upload.ProgressBar()
@@ -85,8 +86,8 @@ def _deploy_locked(conn, remote: Remote, settings: DeploySettings, held: lock.He
     nginx.apply_config(conn, settings, nginx.render_vhost(
         settings, version, with_tls=True, certificate_dir=new_cert or nginx.certificate_dir(settings, installed)), new_cert)
     if release_id and not staged.skipped:
-        # Switch and prune in one round trip: pruning never touches the live release.
-        pruned = upload.activate(remote, settings, release_id, prune=True)
+        # Switch and prune in one round trip, in the lock's shell: pruning never touches the live release.
+        pruned = upload.activate(deploy_lock, settings, release_id, prune=True)
         if pruned:
             log.info("pruned %d old release(s): %s", len(pruned), ", ".join(pruned))
     verify.verify_site(settings, expected_serial=serial)
@@ -95,8 +96,10 @@ def _deploy_locked(conn, remote: Remote, settings: DeploySettings, held: lock.He
 
 def rollback(settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
     """`fab rollback`: under the deploy lock, switch `current` to an earlier release."""
-    with Remote(settings) as remote, lock.hold(remote, settings):
-        return upload.rollback(remote, settings, to)
+    with Remote(settings) as remote:
+        deploy_lock = lock.hold(remote, settings)
+        with deploy_lock:  # the listing and the switch run in the lock's shell: no more SSH sessions
+            return upload.rollback(deploy_lock, settings, to)
 
 
 def list_releases(settings: DeploySettings) -> list[upload.ReleaseInfo]:

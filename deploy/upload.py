@@ -5,6 +5,8 @@ Server layout (under DEPLOY_REMOTE_ROOT):
     releases/<id>/            a complete release (ids sort in time order)
     releases/<id>.manifest    its manifest (gzip'd JSON; beside the release, so nginx never serves it)
     releases/<id>.partial/    a release being built; never live; removed by the next deploy
+    releases/.next-<id>/      a hard-linked copy of release <id> made after it went live: the
+                              next upload starts from it (never served, never live)
     current -> releases/<id>  the live release, switched by one rename
 
 How a deploy travels, in as few round trips as possible (one SSH connection, see remote.py):
@@ -16,9 +18,9 @@ How a deploy travels, in as few round trips as possible (one SSH connection, see
 3. One command carries one stream: the new manifest and the paths to delete, then the new and
    changed files that are already compressed (.jpg, .png, .woff2 ...) as a plain tar (zstd
    would only burn CPU on them), then the other ones as a zstd tar (gzip if either side lacks
-   zstd), tarred, compressed and sent at the same time. The server builds ``<id>.partial`` with
-   ``cp -al`` from the live release (unchanged files become hard links: no bytes move), removes
-   deleted paths, and unpacks: GNU tar replaces an existing file by unlinking it first, so a
+   zstd), tarred, compressed and sent at the same time. The server builds ``<id>.partial`` from
+   ``.next-<live id>`` (renamed: made by the last switch) or else with ``cp -al`` from the live
+   release (unchanged files become hard links: no bytes move), removes deleted paths, and unpacks: GNU tar replaces an existing file by unlinking it first, so a
    hard-linked file is never written through and older releases keep their copy. It answers
    with a listing of the new release (every path, kind, mode, size, link target).
 4. The client checks that listing against the manifest (``manifest.check_release``): nothing
@@ -26,8 +28,9 @@ How a deploy travels, in as few round trips as possible (one SSH connection, see
    deploy before anything goes live, after one full-upload retry (in case the live release was
    edited by hand on the server).
 5. ``activate`` renames ``<id>.partial`` to ``<id>``, switches ``current`` with one rename and
-   prunes old releases (one round trip; the deletion itself runs in the background, under the
-   lock).
+   prunes old releases, in the lock's shell (no new SSH session). In the background, under the
+   lock, it deletes the pruned releases and hard-links the new live release into ``.next-<id>``
+   for the next deploy.
 
 The server needs only POSIX sh, coreutils, findutils, GNU tar, flock and gzip (zstd if present).
 """
@@ -55,7 +58,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import manifest as mf
 from .errors import UploadError
-from .lock import busy_prefix
+from .lock import DeployLock, busy_prefix
 from .remote import Command, Remote
 from .settings import DeploySettings
 
@@ -79,20 +82,13 @@ class ServerState:
     manifest: dict | None  # the live release's manifest, when it has one
 
 
-PRELINKED = ".prelinked"  # in releases/: a hard-linked copy of the live release, made ahead of time
+NEXT = ".next-"  # in releases/: ".next-<id>", a complete hard-linked copy of release <id>, made ahead of time
 
 
 def probe_script(settings: DeploySettings) -> str:
-    """Run by the lock shell right after locking; output parsed by ``parse_probe``.
-
-    It also starts hard-linking the live release into ``releases/.prelinked`` in the background
-    (holding ``deploy.lock.prep`` until done), while the client computes the diff: the upload
-    then starts from that copy instead of waiting for ``cp -al``.
-    """
+    """Run by the lock shell right after locking; output parsed by ``parse_probe``."""
     q = shlex.quote
     root, releases = str(settings.remote_root), str(settings.releases_dir)
-    prep, busy = str(settings.lock_file) + ".prep", str(settings.lock_file) + ".busy"
-    prelinked = q(releases + "/" + PRELINKED)
     return "\n".join([
         "if command -v zstd >/dev/null 2>&1; then echo zstd yes; else echo zstd no; fi",
         f"cur=$(readlink {q(root + '/current')} 2>/dev/null || true); cur=${{cur##*/}}",
@@ -100,17 +96,6 @@ def probe_script(settings: DeploySettings) -> str:
         f"printf 'releases '; ls -1 {q(releases)} 2>/dev/null | tr '\\n' ' '; echo",
         f'm={q(releases)}/"$cur".manifest',
         'if [ -n "$cur" ] && [ -f "$m" ]; then printf "manifest %s\\n" "$(wc -c < "$m")"; cat "$m"; else echo "manifest 0"; fi',
-        f"rm -rf -- {prelinked} {prelinked}.base",
-        'if [ -n "$cur" ] && [ -f "$m" ]; then',
-        f"  exec 5>>{q(prep)} && flock -x 5",
-        f"  printf '%s' \"$cur\" > {prelinked}.base",
-        # The copy keeps fd 5 (so the upload can wait for it) and a shared hold on the busy lock
-        # (so the lock is not released under it); it lets go of the deploy lock itself (fd 9).
-        # An incomplete copy (disk full) would fail the release check and fall back to a full upload.
-        f"  ( exec 9>&- 8>>{q(busy)}; flock -s 8; exec cp -al -- {q(releases)}/\"$cur\" {prelinked} ) </dev/null >/dev/null 2>&1 &",
-        f"  echo $! > {q(prep)}.pid",
-        "  exec 5>&-",
-        "fi",
     ])
 
 
@@ -276,23 +261,21 @@ def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> 
         f"[ -d {q(str(settings.releases_dir))} ] || mkdir -p {q(str(settings.releases_dir))}",
         f"cd {q(str(settings.releases_dir))}",
         # Leftovers of an interrupted deploy: never live, and we hold the lock.
-        'for f in ./*.partial ./*.partial-meta ./.doomed-*; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
+        'for f in ./*.partial ./*.partial-meta ./.doomed-* ./.prelinked*; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
         f"mkdir {meta}",
         # The header (sh's `read` takes a pipe byte by byte: it never reads past the line).
         "read -r n_manifest n_deleted n_plain base packed",
         'for n in "$n_manifest" "$n_deleted" "$n_plain" "$packed"; do case $n in ""|*[!0-9]*) echo "bad upload header" >&2; exit 1;; esac; done',
         f'case $base in -) base=;; {_ID_GLOB}) ;; *) echo "bad upload header" >&2; exit 1;; esac',
-        # Unchanged files: hard links to the live release (no bytes copied, no bytes sent): the
-        # copy the probe started, once it is complete and of the right release, or a new one.
-        f"exec 6>>{q(str(settings.lock_file) + '.prep')} && flock -x 6",
+        # Unchanged files: hard links to the live release (no bytes copied, no bytes sent). The
+        # last switch made them ahead of time (``switch_script``): .next-<base> exists only once
+        # complete, and the lock was not released before that. Otherwise they are made now.
         'if [ -n "$base" ]; then',
-        f'  prelinked=; [ ! -f {PRELINKED}.base ] || read -r prelinked < {PRELINKED}.base || true',
-        f'  if [ -d {PRELINKED} ] && [ "$prelinked" = "$base" ]; then mv -T {PRELINKED} {rel}; '
-        f'else mkdir {rel} && cp -al -- "$base"/. {rel}/; fi',
+        f'  if [ -d {NEXT}"$base" ]; then mv -T {NEXT}"$base" {rel}; else mkdir {rel} && cp -al -- "$base"/. {rel}/; fi',
         "else",
         f"  mkdir {rel}",
         "fi",
-        f'for f in {PRELINKED} {PRELINKED}.base {q(str(settings.lock_file) + ".prep.pid")}; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
+        f'for f in {NEXT}*; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
         'take() { head -c "$1" > "$2"; [ "$(wc -c < "$2")" -eq "$1" ] || { echo "the upload stream was cut short" >&2; exit 1; }; }',
         f'take "$n_manifest" {meta}/manifest.gz',
         f"cd {rel}",
@@ -485,8 +468,11 @@ class _Meter:
             self.progress(self.done, max(self.total, self.done))
 
 
-def _exec(conn: Remote | Connection, script: str, what: str) -> str:
-    """Run a script without input on a Remote or a Fabric connection; return its stdout."""
+def _exec(conn: DeployLock | Remote | Connection, script: str, what: str) -> str:
+    """Run a script without input in the held lock's shell (no new SSH session), on a Remote or on
+    a Fabric connection; return its stdout."""
+    if isinstance(conn, DeployLock):
+        return conn.run(script, what=what).decode("utf-8", "replace")
     if isinstance(conn, Remote):
         return conn.run(script, what=what).decode("utf-8", "replace")
     from .connection import shell  # a Fabric connection (e.g. `fab status` listing releases)
@@ -495,7 +481,7 @@ def _exec(conn: Remote | Connection, script: str, what: str) -> str:
 
 # --- going live, rolling back, listing, pruning -------------------------------------------------------
 
-def activate(conn: Remote | Connection, settings: DeploySettings, release_id: str, *, prune: bool = False) -> list[str]:
+def activate(conn: DeployLock | Remote | Connection, settings: DeploySettings, release_id: str, *, prune: bool = False) -> list[str]:
     """Commit the staged release (if it is still partial) and switch ``current`` with one atomic
     rename; with ``prune``, remove old releases in the same round trip. Returns the pruned ids."""
     script = switch_script(settings, release_id) + ("\n" + prune_script(settings) if prune else "")
@@ -508,6 +494,7 @@ def switch_script(settings: DeploySettings, release_id: str) -> str:
     if not mf.RELEASE_ID.fullmatch(release_id):
         raise UploadError(f"{release_id!r} is not a release id (expected e.g. 20261127T090500123456Z)")
     rid, partial, meta = q(release_id), q(release_id + ".partial"), q(release_id + ".partial-meta")
+    busy = q(str(settings.lock_file) + ".busy")
     return "\n".join([
         "set -eu",
         busy_prefix(settings),
@@ -516,6 +503,11 @@ def switch_script(settings: DeploySettings, release_id: str) -> str:
         f"[ -d {rid} ] || {{ echo 'there is no release {release_id}' >&2; exit 1; }}",
         f"ln -sfn releases/{rid} ../current.new",
         "mv -T ../current.new ../current",
+        # Ahead of the next upload, off its critical path: a hard-linked copy of the new live
+        # release, in the background under the busy lock (the deploy lock is not released before
+        # it is done). Renamed to .next-<id> only once complete; any other copy is stale.
+        f'( exec 8>>{busy}; flock -s 8; for f in {NEXT}*; do [ ! -e "$f" ] || rm -rf -- "$f"; done; '
+        f'cp -al -- {rid} {NEXT}tmp && mv -T {NEXT}tmp {NEXT}{rid} ) </dev/null >/dev/null 2>&1 &',
     ])
 
 
@@ -547,7 +539,7 @@ def prune_script(settings: DeploySettings) -> str:
     ])
 
 
-def prune(conn: Remote | Connection, settings: DeploySettings) -> list[str]:
+def prune(conn: DeployLock | Remote | Connection, settings: DeploySettings) -> list[str]:
     """Prune on its own (see ``prune_script``); one round trip."""
     return _exec(conn, "set -eu\n" + busy_prefix(settings) + "\n" + prune_script(settings), what="pruning old releases").split()
 
@@ -560,7 +552,7 @@ class ReleaseInfo:
     live: bool
 
 
-def list_releases(conn: Remote | Connection, settings: DeploySettings) -> list[ReleaseInfo]:
+def list_releases(conn: DeployLock | Remote | Connection, settings: DeploySettings) -> list[ReleaseInfo]:
     """Complete releases, oldest first, with their time, size and which one is live (one round trip)."""
     q = shlex.quote
     out = _exec(conn, "\n".join([
@@ -584,7 +576,7 @@ def parse_release_list(text: str) -> list[ReleaseInfo]:
     return [ReleaseInfo(n, mf.release_time(n), s, n == current) for n, s in sorted(releases)]
 
 
-def rollback(conn: Remote | Connection, settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
+def rollback(conn: DeployLock | Remote | Connection, settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
     """Switch ``current`` to the release before the live one (or ``to``); return (new, old) live ids.
     nginx serves ``current`` through the symlink, so nothing is reloaded."""
     releases = list_releases(conn, settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import shlex
 import tarfile
 import time
 from pathlib import Path
@@ -67,8 +68,14 @@ def publish(settings):
         with deploy_lock as held:
             staged = upload.deliver(remote, settings, held.probe_output, local)
             if not staged.skipped:
-                upload.activate(remote, settings, staged.release_id, prune=True)
+                upload.activate(deploy_lock, settings, staged.release_id, prune=True)
             return staged
+
+
+def lock_once(settings) -> None:
+    """Take the lock and let go: returns once every earlier deploy's background work is done."""
+    with Remote(settings) as remote, lock.hold(remote, settings):
+        pass
 
 
 def live(settings) -> Path:
@@ -247,6 +254,49 @@ def test_the_second_deploy_waits_for_the_lock_then_fails_naming_the_holder(site)
     while holder_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not holder_file.exists()
+
+
+def test_the_lock_shell_runs_scripts_under_the_lock_and_never_a_truncated_one(site):
+    settings = settings_for(site)
+    marker = Path(settings.remote_root) / f"truncated-{os.getpid()}"
+    with Remote(settings) as remote:
+        deploy_lock = lock.DeployLock(remote, settings)
+        odd = "two\nlines 'quoted' $(not run)"
+        assert deploy_lock.run(f"printf %s {shlex.quote(odd)}") == odd.encode()
+        assert deploy_lock.run("echo out; echo err >&2") == b"out\nerr\n"
+        with pytest.raises(RemoteCommandFailed, match="exit 3"):
+            deploy_lock.run("echo why >&2; exit 3", what="a test script")
+        assert deploy_lock.run("echo still there") == b"still there\n"
+        # A script cut short (the client died while sending it) never runs, not even its first line.
+        deploy_lock.proc.stdin.write(f"RUN 3 0123abcd\ntouch {shlex.quote(str(marker))}\n".encode())
+        deploy_lock.proc.stdin.flush()
+        deploy_lock.release()
+    lock_once(settings)
+    assert not marker.exists()
+
+
+def test_the_next_upload_starts_from_a_copy_made_at_the_last_switch(site):
+    out = site[1]
+    write_site(out, 2)
+    settings = settings_for(site)
+    releases = Path(settings.releases_dir)
+    first = publish(settings)
+    lock_once(settings)  # the copy is made in the background, before the lock is released
+    assert sorted(p.name for p in releases.glob(".next-*")) == [f".next-{first.release_id}"]
+    copy = releases / f".next-{first.release_id}"
+    assert (copy / "index.html").stat().st_ino == (live(settings) / "index.html").stat().st_ino
+    (out / "a.html").write_text("<p>from the copy</p>")
+    second = publish(settings)
+    assert second.plan.unchanged > 0 and tree(live(settings)) == tree(out)
+    lock_once(settings)
+    assert sorted(p.name for p in releases.glob(".next-*")) == [f".next-{second.release_id}"]
+    # A copy that does not match what it claims to be is caught by the check before the switch.
+    bogus = releases / f".next-{second.release_id}"
+    (bogus / "extra.html").write_text("not in any manifest")
+    (out / "a.html").write_text("<p>after a bogus copy</p>")
+    third = publish(settings)
+    assert third.plan.unchanged == 0  # the retry sent everything
+    assert tree(live(settings)) == tree(out) and not (live(settings) / "extra.html").exists()
 
 
 def test_a_symlink_out_of_the_output_stops_the_deploy_before_anything_is_sent(site):

@@ -248,7 +248,7 @@ def test_stage_script_and_header_take_only_release_ids(settings):
     assert upload.stage_header(1, 2, 3, A, True) == f"1 2 3 {A} 1\n".encode()
     assert upload.stage_header(0, 0, 0, None, False) == b"0 0 0 - 0\n"
     script = upload.stage_script(settings, B, "zstd -dcq")
-    assert f'cp -al -- "$base"/. {B}.partial/' in script and f"mv -T .prelinked {B}.partial" in script
+    assert f'cp -al -- "$base"/. {B}.partial/' in script and f'mv -T .next-"$base" {B}.partial' in script
     assert 'head -c "$n_plain" | tar -x -p --no-same-owner -f -' in script
     with pytest.raises(UploadError):
         upload.switch_script(settings, "../../etc")

@@ -30,7 +30,7 @@ def main(path: str) -> None:
         with deploy_lock as held:
             staged = upload.deliver(remote, settings, held.probe_output, local)
             if not staged.skipped:
-                upload.activate(remote, settings, staged.release_id, prune=True)
+                upload.activate(deploy_lock, settings, staged.release_id, prune=True)
         print(staged.summary(), file=sys.stderr)
     # What the upload adds inside `fab deploy`, which has started Python and imported everything
     # anyway: from the SSH connection to the lock's release.
