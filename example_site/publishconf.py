@@ -15,8 +15,7 @@ DELETE_OUTPUT_DIRECTORY = True
 DEPLOY_HOST = "blog.example.com"  # the server's SSH address
 DEPLOY_USER = "deploy"
 DEPLOY_DOMAINS = ["blog.example.com", "www.blog.example.com"]  # canonical first
-# The rewriter upgrades links to every one of the blog's names, not only SITEURL's host.
-HTTPS_HOSTS = DEPLOY_DOMAINS[1:]
+# The https rewriter treats every name in DEPLOY_DOMAINS as the blog's own host too.
 DEPLOY_ACME_DIRECTORY = "letsencrypt-staging"  # switch to "letsencrypt" once a staging deploy works
 # In GitHub Actions the workflow writes the key and known_hosts from repository secrets:
 DEPLOY_SSH_KEY = os.environ.get("DEPLOY_SSH_KEY_FILE") or None
