@@ -25,9 +25,7 @@ import datetime as dt
 import getpass
 import os
 import re
-import secrets
 import shlex
-import socket
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -53,7 +51,7 @@ def holder_info(release_id: str = "", now: dt.datetime | None = None) -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    text = (f"host={socket.gethostname()} pid={os.getpid()} user={user} "
+    text = (f"host={os.uname().nodename} pid={os.getpid()} user={user} "
             f"since={now:%Y-%m-%dT%H:%M:%SZ}" + (f" release={release_id}" if release_id else ""))
     return re.sub(r"[^\x21-\x7e ]", "?", text)[:300]
 
@@ -64,11 +62,12 @@ def busy_prefix(settings: DeploySettings) -> str:
     return f"exec 8>>{busy} && flock -s -w 600 8 || {{ echo 'cannot take {busy}' >&2; exit 1; }}; "
 
 
-def lock_script(settings: DeploySettings, holder: str, timeout: int, probe_script: str = "") -> str:
-    """The remote shell that takes the lock, runs the probe, then holds the lock until stdin closes. Pure."""
+def lock_script(settings: DeploySettings, holder: str, timeout: int) -> str:
+    """The remote shell that takes the lock, runs the scripts it is sent (the probe first), then
+    holds the lock until stdin closes. Pure."""
     q = shlex.quote
     lock = str(settings.lock_file)
-    holder_file, busy, probe_out = lock + ".holder", lock + ".busy", lock + ".probe"
+    holder_file, busy = lock + ".holder", lock + ".busy"
     return "\n".join([
         "set -u",
         f"exec 9>>{q(lock)} || exit 1",
@@ -80,10 +79,8 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int, probe_scrip
         "  fi",
         "fi",
         f"printf '%s\\n' {q(holder)} > {q(holder_file + '.tmp')} && mv -f {q(holder_file + '.tmp')} {q(holder_file)}",
-        f"( {probe_script or ':'}\n) < /dev/null > {q(probe_out)} 2>&1 || {{ echo 'the probe failed:' >&2; cat {q(probe_out)} >&2; exit 1; }}",
-        f"printf 'LOCKED %s\\n' \"$(wc -c < {q(probe_out)})\"",
-        f"cat {q(probe_out)}",
-        # Scripts to run under the lock without a new SSH session (``DeployLock.run``):
+        "echo LOCKED",
+        # Scripts to run under the lock without a new SSH session (``DeployLock.run``; the probe):
         # "RUN <lines> <nonce>", then the script. It runs only once every line has arrived (a
         # script cut short by a dead client never runs); its output ends with "<nonce> <status>".
         # Builtins only: dash's `read` takes a pipe byte by byte, never past the script.
@@ -100,7 +97,7 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int, probe_scrip
         "cat > /dev/null",
         # Let a dead client's workers finish before the next deploy may start.
         f"exec 7>>{q(busy)} && flock -x 7",
-        f"rm -f {q(holder_file)} {q(probe_out)}",
+        f"rm -f {q(holder_file)}",
         "exit 0",
     ])
 
@@ -115,8 +112,19 @@ class DeployLock:
         self.remote, self.settings, self.on_wait = remote, settings, on_wait
         self.holder = holder_info(release_id)
         self.started = time.monotonic()
-        self.proc = remote.start_master(lock_script(settings, self.holder, settings.lock_timeout, probe_script))
+        self.proc = remote.start_master(lock_script(settings, self.holder, settings.lock_timeout))
+        self.reader = _Reader(self.proc.stdout)
         self.held: Held | None = None
+        self._probe: str | None = None
+        if probe_script:
+            self.queue_probe(probe_script)
+
+    def queue_probe(self, script: str) -> None:
+        """Send the probe now (before ``wait()``): the lock shell runs it as soon as it holds the
+        lock, and ``wait()`` returns its output as ``Held.probe_output``."""
+        if self.held is not None or self._probe is not None:
+            raise LockError("the probe must be sent once, before the lock is held")
+        self._probe = self._send(script)
 
     def wait(self) -> Held:
         if self.held is None:
@@ -129,7 +137,7 @@ class DeployLock:
 
     def _read_answer(self) -> Held:
         settings, remote = self.settings, self.remote
-        reader = self.reader = _Reader(self.proc.stdout)
+        reader = self.reader
         while True:
             line = reader.line()
             if line is None:
@@ -151,7 +159,8 @@ class DeployLock:
                     f"{settings.lock_timeout} s (DEPLOY_LOCK_TIMEOUT). Nothing was changed. Wait for it to finish, "
                     "then deploy again; a killed deploy releases the lock as soon as its SSH connection closes.")
             elif word == "LOCKED":
-                return Held(reader.exactly(int(rest)), time.monotonic() - self.started, self.holder)
+                probe = self._result(self._probe, "reading the server's release state") if self._probe else b""
+                return Held(probe, time.monotonic() - self.started, self.holder)
             else:
                 raise LockError(f"unexpected answer while taking the deploy lock: {line[:200]!r}")
 
@@ -161,10 +170,18 @@ class DeployLock:
         self.wait()
         if self.proc.stdin is None or self.proc.stdin.closed:
             raise LockError("the deploy lock is not held any more")
-        nonce = secrets.token_hex(8)
-        lines = script.split("\n")
-        self.proc.stdin.write(f"RUN {len(lines)} {nonce}\n{script}\n".encode())
-        self.proc.stdin.flush()
+        return self._result(self._send(script), what)
+
+    def _send(self, script: str) -> str:
+        nonce = os.urandom(8).hex()
+        try:
+            self.proc.stdin.write(f"RUN {script.count(chr(10)) + 1} {nonce}\n{script}\n".encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # ssh has ended: reading its answer says why
+        return nonce
+
+    def _result(self, nonce: str, what: str) -> bytes:
         out = self.reader.until(f"\n{nonce} ".encode())
         if out is None:
             raise ConnectionFailed(f"the SSH connection to {self.remote.where} closed while {what}")
@@ -191,7 +208,7 @@ def hold(remote: Remote, settings: DeploySettings, **kwargs) -> DeployLock:
 
 
 class _Reader:
-    """Buffered reads of a pipe: whole lines, or exactly n bytes."""
+    """Buffered reads of a pipe: whole lines, or what comes before a marker."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -224,10 +241,3 @@ class _Reader:
                     return data, int(status) if status.isdigit() else -1
             if not self._fill():
                 return None
-
-    def exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if not self._fill():
-                raise LockError("the connection closed while reading the server's state")
-        data, self.buf = bytes(self.buf[:n]), self.buf[n:]
-        return data

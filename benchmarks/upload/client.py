@@ -14,8 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from deploy import lock, upload  # noqa: E402
-from deploy import manifest as mf  # noqa: E402
+from deploy import lock  # noqa: E402
 from deploy.remote import Remote  # noqa: E402
 from deploy.settings import settings_from_mapping  # noqa: E402
 
@@ -24,8 +23,13 @@ def main(path: str) -> None:
     started = time.perf_counter()
     settings = settings_from_mapping(json.loads(Path(path).read_text()))
     with Remote(settings) as remote:
-        # As in the pipeline: the lock shell opens the connection now; hash while it connects.
-        deploy_lock = lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings))
+        # As in the pipeline: the lock shell opens the connection now; import, send the probe
+        # and hash the output while it connects (an upload-only process need not import the
+        # upload's modules before that).
+        deploy_lock = lock.DeployLock(remote, settings)
+        from deploy import manifest as mf, upload
+
+        deploy_lock.queue_probe(upload.probe_script(settings))
         local = mf.scan_output(settings.output_path)
         with deploy_lock as held:
             staged = upload.deliver(remote, settings, held.probe_output, local)
