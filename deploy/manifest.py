@@ -109,9 +109,23 @@ def scan_output(output: Path) -> dict[str, Entry]:
 
 
 def _hash_file(path: str) -> tuple[int, str]:
-    with open(path, "rb") as f:
-        data = f.read()
-    return len(data), hashlib.sha256(data).hexdigest()
+    # os.open/os.read, not open(): no buffered file object per file (a fifth of the scan's time
+    # on a site of small pages). Reads to the end, whatever fstat said: a short read of a
+    # regular file is its end, so a file of the expected size takes one read.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        digest, size = hashlib.sha256(), 0
+        want = os.fstat(fd).st_size + 1
+        while True:
+            data = os.read(fd, want)
+            digest.update(data)
+            size += len(data)
+            if len(data) < want:
+                break
+            want = 1 << 20
+    finally:
+        os.close(fd)
+    return size, digest.hexdigest()
 
 
 def _link_entry(root: str, path: str, rel: str) -> Entry:

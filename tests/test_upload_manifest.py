@@ -113,6 +113,17 @@ def test_scan_records_names_modes_sizes_hashes_and_inside_links(tmp_path):
         assert entries[f"sub dir/{name}"].size == len(name.encode())
 
 
+@pytest.mark.parametrize("size", [0, 1, 65536, (1 << 20) + 7, 3 << 20])
+def test_scan_hashes_files_of_any_size_whole(tmp_path, size):
+    out = tmp_path / "output"
+    out.mkdir()
+    (out / "index.html").write_bytes(b"i")
+    data = os.urandom(size)
+    (out / "f.bin").write_bytes(data)
+    entry = mf.scan_output(out)["f.bin"]
+    assert (entry.size, entry.digest) == (size, hashlib.sha256(data).hexdigest())
+
+
 def test_scan_needs_an_index(tmp_path):
     with pytest.raises(UploadError, match="no index.html: build the site first"):
         mf.scan_output(tmp_path)
