@@ -126,12 +126,31 @@ def new_release_id(existing: Iterable[str] = ()) -> str:
 
 # --- local side ----------------------------------------------------------------------------------
 
+SCAN_NICENESS = 10  # the hashing thread's nice value on Linux (see _scan_politely)
+
+
 def start_scan(settings: DeploySettings) -> Future:
     """Hash the output in a thread while the SSH connection is made (hashlib releases the GIL)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-output")
-    future = pool.submit(mf.scan_output, settings.output_path)
+    future = pool.submit(_scan_politely, settings.output_path)
     pool.shutdown(wait=False)
     return future
+
+
+def _scan_politely(output: Path) -> mf.Manifest:
+    """The scan, at a lower priority on Linux: it then takes the CPU that ssh and sshd leave idle
+    during the handshake instead of slowing it down (the handshake is the critical path; on two
+    cores the deploy was locked ~60 ms later with the scan at the same priority). Linux nice values
+    are per thread: only this pool thread, which ends with the scan, is lowered. (Elsewhere
+    PRIO_PROCESS would take a thread id for a process id: left alone.)"""
+    if sys.platform.startswith("linux"):
+        try:
+            thread = threading.get_native_id()
+            if os.getpriority(os.PRIO_PROCESS, thread) < SCAN_NICENESS:  # never raises its priority
+                os.setpriority(os.PRIO_PROCESS, thread, SCAN_NICENESS)
+        except OSError:
+            pass
+    return mf.scan_output(output)
 
 
 def deliver(remote: Remote, settings: DeploySettings, probe_output: bytes, local: mf.Manifest,

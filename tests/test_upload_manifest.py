@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 import os
 import shlex
+import threading
+
 import pytest
 
 from deploy import lock, upload
@@ -122,6 +124,28 @@ def test_scan_hashes_files_of_any_size_whole(tmp_path, size):
     (out / "f.bin").write_bytes(data)
     entry = mf.scan_output(out)["f.bin"]
     assert (entry.size, entry.digest) == (size, hashlib.sha256(data).hexdigest())
+
+
+def test_the_background_scan_yields_the_cpu_only_in_its_own_thread(tmp_path):
+    out = tmp_path / "output"
+    out.mkdir()
+    (out / "index.html").write_bytes(b"i")
+    seen, original = {}, mf.scan_output
+
+    def scan_then_look(output):
+        result = original(output)
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return result
+
+    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mf, "scan_output", scan_then_look)
+        local = upload.start_scan(settings_from_mapping({"SITEURL": "https://blog.example.com", "DEPLOY_HOST": "203.0.113.5",
+                                                         "DEPLOY_USER": "d", "DEPLOY_OUTPUT_PATH": str(out),
+                                                         "DEPLOY_KNOWN_HOSTS": str(tmp_path / "kh")})).result()
+    assert local == original(out)
+    assert seen["nice"] >= upload.SCAN_NICENESS  # (Linux: nice values are per thread)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice
 
 
 def test_scan_needs_an_index(tmp_path):

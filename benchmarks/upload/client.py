@@ -27,12 +27,12 @@ def main(path: str) -> None:
         # and hash the output while it connects (an upload-only process need not import the
         # upload's modules before that).
         deploy_lock = lock.DeployLock(remote, settings)
-        from deploy import manifest as mf, upload
+        from deploy import upload
 
+        local = upload.start_scan(settings)
         deploy_lock.queue_probe(upload.probe_script(settings))
-        local = mf.scan_output(settings.output_path)
         with deploy_lock as held:
-            staged = upload.deliver(remote, settings, held.probe_output, local)
+            staged = upload.deliver(remote, settings, held.probe_output, local.result())
             if not staged.skipped:
                 upload.activate(deploy_lock, settings, staged.release_id, prune=True)
         print(staged.summary(), file=sys.stderr)
