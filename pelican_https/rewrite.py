@@ -86,9 +86,11 @@ class RewriteResult:
 
 # userinfo@ (rare), host, :port; stops at anything that ends a host.  The
 # userinfo run is possessive (*+): it cannot contain "@", so giving characters
-# back could never let the "@" match; without it, every host backtracks.
+# back could never let the "@" match; without it, every host backtracks.  A
+# port counts only where the authority ends (":80a" is no port: dropping
+# ":80" there would glue the "a" onto the host).
 _AUTHORITY = re.compile(
-    r"(?:[^\s/\\?#\"'<>()@&\[\]]*+@)?([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*)?"
+    r"(?:[^\s/\\?#\"'<>()@&\[\]]*+@)?([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*(?![\w.~%:-]))?"
 )
 _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 

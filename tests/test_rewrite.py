@@ -26,6 +26,9 @@ PAIRS = [
      '<a href="HTTPS://blog.example.com/">'),
     ("other port kept", "html", f'<a href="{H}:8443/x">', f'<a href="{S}:8443/x">'),
     ("port 80 dropped", "html", f'<a href="{H}:80/x">', f'<a href="{S}/x">'),
+    # found by hypothesis: ":80" not at the authority's end is no port to drop
+    ("no port 80 before more authority", "html", f'<a href="{H}:80a">', f'<a href="{S}:80a">'),
+    ("no port 80 before a colon", "html", f'<a href="{H}:80:">', f'<a href="{S}:80:">'),
     ("host without path", "html", f'<a href="{H}">', f'<a href="{S}">'),
     ("host then query", "html", f'<a href="{H}?p=1">', f'<a href="{S}?p=1">'),
     ("host then fragment", "html", f'<a href="{H}#top">', f'<a href="{S}#top">'),

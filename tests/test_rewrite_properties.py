@@ -62,8 +62,10 @@ def fragments(draw):
 noise = st.text(alphabet='<>"\'=/ :\\htpsa&;#\n日', max_size=12)
 documents = st.lists(st.one_of(fragments(), noise), max_size=12).map("".join)
 
+# a port only where the authority ends: ":80a" or ":80:" is no port (and
+# its ":80" must not be dropped)
 TOKEN = re.compile(
-    r"(?i)(https?)(:(?://|\\/\\/))([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*)?"
+    r"(?i)(https?)(:(?://|\\/\\/))([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*(?![\w.~%:-]))?"
 )
 
 
