@@ -49,6 +49,9 @@ def register() -> None:
     # Remembers every content object: the report names the source file an
     # insecure URL came from (and the source of each static file).
     signals.content_object_init.connect(plugin.on_content_object_init)
+    # Every content object is read, no template has run: upgrade each
+    # article's/page's HTML once here, not in every page and feed showing it.
+    signals.all_generators_finalized.connect(plugin.on_all_generators_finalized)
     # Maps an output file to its article/page; rewrites on disk if another
     # plugin's writer was used instead of ours.
     signals.content_written.connect(plugin.on_content_written)

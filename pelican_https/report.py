@@ -1,7 +1,10 @@
 """Aggregating findings over a build into the text and the JSON report.
 
-Pure: the plugin feeds it one ``RewriteResult`` per output file and a
-function telling which source content file a URL came from.
+Pure: the plugin feeds it one ``RewriteResult`` per content object (the
+pass over each article's HTML before templates run: upgrades counted once,
+not once per page and feed that shows the article), one per output file
+(what remains insecure is reported from there, file by file), and a function
+telling which source content file a URL came from.
 """
 
 from __future__ import annotations
@@ -43,11 +46,15 @@ class Remaining:
 
 @dataclass
 class Collector:
-    """Findings of one build, file by file."""
+    """Findings of one build, content object by content object and output
+    file by output file."""
 
     files_scanned: int = 0
     files_changed: int = 0
-    urls_upgraded: int = 0
+    urls_upgraded: int = 0       # in output files (template/theme URLs...)
+    contents_scanned: int = 0
+    contents_changed: int = 0
+    content_urls_upgraded: int = 0  # once per content object
     _found: list[tuple[str, Finding]] = field(default_factory=list)
 
     def add(self, output: str, result: RewriteResult, changed: bool) -> None:
@@ -55,6 +62,14 @@ class Collector:
         self.files_changed += changed
         self.urls_upgraded += result.upgraded
         self._found.extend((output, finding) for finding in result.insecure)
+
+    def add_content(self, upgraded: int) -> None:
+        """One content object's HTML fields, rewritten before rendering.  Its
+        findings are not kept: the output files that show the content are
+        scanned too, and report them with their output file and line."""
+        self.contents_scanned += 1
+        self.contents_changed += upgraded > 0
+        self.content_urls_upgraded += upgraded
 
     def report(self, source_of: SourceOf, siteurl: str | None = None,
                siteurl_insecure: bool = False, seconds: float = 0.0) -> "Report":
@@ -66,18 +81,23 @@ class Collector:
                 Remaining(output, finding.line, finding.url, finding.where, source)
             )
         return Report(self.files_scanned, self.files_changed, self.urls_upgraded,
-                      remaining, siteurl, siteurl_insecure, seconds)
+                      remaining, siteurl, siteurl_insecure, seconds,
+                      self.contents_scanned, self.contents_changed,
+                      self.content_urls_upgraded)
 
 
 @dataclass(frozen=True)
 class Report:
     files_scanned: int
     files_changed: int
-    urls_upgraded: int
+    urls_upgraded: int  # in output files only
     remaining: dict[str, list[Remaining]]
     siteurl: str | None = None
     siteurl_insecure: bool = False
     seconds: float = 0.0  # the plugin's own CPU time in the build
+    contents_scanned: int = 0
+    contents_changed: int = 0
+    content_urls_upgraded: int = 0  # in content objects, once each
 
     @property
     def insecure_subresources(self) -> int:
@@ -90,8 +110,10 @@ class Report:
         own_links = self.remaining[OWN_DOMAIN_LINKS]
         other_links = self.remaining[OTHER_LINKS]
         lines = [
-            f"https: scanned {self.files_scanned} files, upgraded "
-            f"{self.urls_upgraded} http URLs in {self.files_changed} files"
+            f"https: scanned {self.files_scanned} files and {self.contents_scanned} "
+            f"content sources, upgraded {self.urls_upgraded + self.content_urls_upgraded} "
+            f"http URLs: {self.content_urls_upgraded} in {self.contents_changed} content "
+            f"sources, {self.urls_upgraded} in {self.files_changed} output files"
         ]
         if self.siteurl_insecure:
             lines.append(f"https: SITEURL is {self.siteurl!r}: http, not https")
@@ -121,7 +143,11 @@ class Report:
             {
                 "files_scanned": self.files_scanned,
                 "files_changed": self.files_changed,
-                "urls_upgraded": self.urls_upgraded,
+                "urls_upgraded": self.urls_upgraded + self.content_urls_upgraded,
+                "urls_upgraded_in_files": self.urls_upgraded,
+                "contents_scanned": self.contents_scanned,
+                "contents_changed": self.contents_changed,
+                "urls_upgraded_in_contents": self.content_urls_upgraded,
                 "siteurl": self.siteurl,
                 "siteurl_insecure": self.siteurl_insecure,
                 "cpu_seconds": round(self.seconds, 4),

@@ -18,7 +18,10 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "rewrite_site")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXPECTED_REPORT = [
-    "https: scanned 19 files, upgraded 45 http URLs in 8 files",
+    # each article's/page's own URLs are upgraded once, in its content, before
+    # templates copy it into pages and feeds; the output pass upgrades the rest
+    "https: scanned 19 files and 2 content sources, upgraded 10 http URLs: "
+    "9 in 2 content sources, 1 in 1 output files",
     "https: 14 insecure subresources remain (browsers block or flag them as mixed content)",
     "https:   author/tester.html:39: img src http://tracker.example.io/pixel.gif (from posts/first.md)",
     "https:   author/tester.html:45: img srcset http://photos.example.io/pic@2x.png (from posts/first.md)",
@@ -70,7 +73,9 @@ def test_report_line_by_line(site, caplog, monkeypatch):
     assert report_lines(caplog) == EXPECTED_REPORT
 
     report = json.loads((site / "reports" / "https.json").read_text(encoding="utf-8"))
-    assert (report["files_scanned"], report["files_changed"], report["urls_upgraded"]) == (19, 8, 45)
+    assert (report["files_scanned"], report["files_changed"], report["urls_upgraded"]) == (19, 1, 10)
+    assert (report["contents_scanned"], report["contents_changed"],
+            report["urls_upgraded_in_contents"], report["urls_upgraded_in_files"]) == (2, 2, 9, 1)
     assert report["remaining"] == {"subresources": 14, "own_domain_links": 0, "other_links": 13}
     assert report["siteurl_insecure"] is False
     assert report["subresources"][-1] == {
@@ -113,6 +118,25 @@ def test_output_is_upgraded_and_the_rest_kept(site):
             assert not OWN_HTTP_IN_ATTRIBUTE.search(text), path
 
 
+def test_content_is_upgraded_once_before_templates_use_it(site):
+    seen = {}
+
+    def keep(generator):  # reads nothing yet: Pelican memoizes .content/.summary
+        seen.update((article.slug, article) for article in generator.articles)
+
+    signals.article_generator_finalized.connect(keep)
+    try:
+        build(site)
+    finally:
+        signals.article_generator_finalized.disconnect(keep)
+    article = seen["first-post"]
+    # what templates got: the memoized content and summary
+    content, summary, metadata_summary = article.content, article.summary, article.metadata["summary"]
+    assert '<a href="https://blog.example.com/about/">own link</a>' in content
+    assert 'src="http://tracker.example.io/pixel.gif"' in content  # not upgradable: stays
+    assert summary == metadata_summary == '<p>Links to <a href="https://blog.example.com/about/">about</a>.</p>'
+
+
 def test_second_build_changes_nothing(site):
     output = build(site)
     first = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
@@ -129,7 +153,8 @@ def test_audit_mode_changes_no_byte_and_reports_own_links(site, caplog):
         if path.is_file():
             assert (audited / path.relative_to(plain)).read_bytes() == path.read_bytes(), path
     lines = report_lines(caplog)
-    assert lines[0] == "https: scanned 19 files, upgraded 0 http URLs in 0 files"
+    assert lines[0] == ("https: scanned 19 files and 2 content sources, upgraded 0 http URLs: "
+                        "0 in 0 content sources, 0 in 0 output files")
     own = [line for line in lines if "http links to own hosts remain" in line]
     assert own and not own[0].startswith("https: 0 ")
     assert ("https:   first-post.html:41: a href http://blog.example.com/about/ (from posts/first.md)"
@@ -237,7 +262,8 @@ def test_text_report_lists_at_most_max_items_per_kind():
     collector.add("page.html", rewrite(page, Rules(own_hosts=frozenset()), "html"), False)
     lines = collector.report(lambda output, url: None).text_lines(max_items=2)
     assert lines == [
-        "https: scanned 1 files, upgraded 0 http URLs in 0 files",
+        "https: scanned 1 files and 0 content sources, upgraded 0 http URLs: "
+        "0 in 0 content sources, 0 in 0 output files",
         "https: 5 insecure subresources remain (browsers block or flag them as mixed content)",
         "https:   page.html:1: img src http://x.example.io/0.png (from the theme, settings or a static file)",
         "https:   page.html:2: img src http://x.example.io/1.png (from the theme, settings or a static file)",
