@@ -54,11 +54,15 @@ def fetch_http(settings: DeploySettings, domain: str, path: str = "/") -> tuple[
         conn.close()
 
 
+STABLE_ANSWERS = 3  # consecutive answers as deployed before the deploy counts as live
+
+
 def verify_site(settings: DeploySettings, expected_serial: int | None, timeout: float = 10.0) -> HttpsAnswer:
     """Poll until the site answers as deployed; raise VerificationFailed with what was seen."""
     deadline = time.monotonic() + timeout
     domain = settings.canonical_domain
     problem = ""
+    good = 0
     while True:
         try:
             status, location = fetch_http(settings, domain, "/")
@@ -73,9 +77,16 @@ def verify_site(settings: DeploySettings, expected_serial: int | None, timeout: 
                 elif expected_serial is not None and serial != expected_serial:
                     problem = f"{settings.https_origin}/ still serves certificate serial {serial:x}, not {expected_serial:x}"
                 else:
-                    return answer
+                    # Right after a reload, old workers that have not yet seen nginx's QUIT still
+                    # accept a few connections with the old config: only a run of answers counts.
+                    good += 1
+                    if good == STABLE_ANSWERS:
+                        return answer
+                    time.sleep(0.05)
+                    continue
         except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
             problem = f"{exc.__class__.__name__}: {exc}"
+        good = 0
         if time.monotonic() > deadline:
             raise VerificationFailed(f"the site does not answer as deployed: {problem}")
         time.sleep(0.1)
