@@ -74,10 +74,6 @@ def read_state(conn: Connection, settings: DeploySettings) -> tuple[Installed | 
     return _parse_installed(meta_text, chain, public_key), _parse_ari_cache(ari_text)
 
 
-def read_installed(conn: Connection, settings: DeploySettings) -> Installed | None:
-    return read_state(conn, settings)[0]
-
-
 def _parse_installed(meta_text: str, chain: str, public_key: str) -> Installed | None:
     if not meta_text.strip() or "BEGIN CERTIFICATE" not in chain:
         return None
@@ -306,15 +302,3 @@ def stage_certificate(conn: Connection, settings: DeploySettings, issued: Issued
                 f"[ \"$old\" = \"$live\" ] || rm -rf -- \"$old\"; done",
           stdin=buf, what="installing the new certificate")
     return target
-
-
-def live_target(conn: Connection, settings: DeploySettings) -> str | None:
-    out = shell(conn, f"readlink {shlex.quote(str(settings.tls_dir / LIVE))} || true", what="reading tls/live")
-    return out.strip() or None
-
-
-def switch_live(conn: Connection, settings: DeploySettings, target: str) -> None:
-    """Point tls/live at a certificate folder in one rename (key and chain switch together)."""
-    q = shlex.quote
-    live = str(settings.tls_dir / LIVE)
-    shell(conn, f"ln -sfn {q(target)} {q(live)}.new && mv -T {q(live)}.new {q(live)}", what="switching the live certificate")

@@ -19,7 +19,6 @@ import json
 import os
 import posixpath
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping

@@ -350,12 +350,6 @@ def _tar_size(entries: list[mf.Entry]) -> int:
     return counter.total
 
 
-def _tar_bytes(output: Path, entries: list[mf.Entry]) -> bytes:
-    buf = io.BytesIO()
-    _write_tar(output, entries, buf)
-    return buf.getvalue()
-
-
 class _ChunkWriter:
     """A file object for tarfile that passes CHUNK-sized pieces on."""
 
