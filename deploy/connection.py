@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import socket
+import threading
 from typing import IO, Sequence
 
 import paramiko
@@ -99,3 +100,86 @@ def _drain(channel: paramiko.Channel) -> tuple[str, str]:
     while channel.recv_stderr_ready():
         err += channel.recv_stderr(1 << 16)
     return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+class ChannelShell:
+    """The deploy lock's shell on a session of an open connection (``Remote``'s interface for the lock).
+
+    A deploy without an upload (``fab renew``) needs no OpenSSH connection: the lock shell runs
+    on a session of the Fabric connection the stages use, and one SSH handshake (~0.15-0.3 s) is
+    saved. Same semantics: the shell holds the lock until its stdin closes, which happens on
+    ``close`` or when this process dies (the kernel closes the TCP connection, sshd the session).
+    """
+
+    def __init__(self, conn: Connection, settings: DeploySettings):
+        self.conn = conn
+        self.where = f"{settings.user}@{settings.host}:{settings.port}"
+        self.master: _ChannelProcess | None = None
+
+    def start_master(self, script: str) -> "_ChannelProcess":
+        channel = self.conn.client.get_transport().open_session()
+        channel.exec_command(shlex.join(["sh", "-c", script]))
+        self.master = _ChannelProcess(channel)
+        return self.master
+
+    def close(self) -> None:
+        if self.master is not None:
+            self.master.stdin.close()
+            self.master = None
+
+
+class _ChannelProcess:
+    """A session channel shaped like the parts of ``subprocess.Popen`` the lock reads and writes."""
+
+    def __init__(self, channel: paramiko.Channel):
+        self.channel = channel
+        self.stdin = _ChannelStdin(channel)
+        self.stdout = _ChannelReader(channel.recv)
+        self.stderr = _ChannelReader(channel.recv_stderr)
+
+    def wait(self) -> int:
+        status = self.channel.recv_exit_status()
+        return 255 if status == -1 else status  # -1: the connection closed without a status
+
+
+class _ChannelStdin:
+    def __init__(self, channel: paramiko.Channel):
+        self.channel, self.closed = channel, False
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise BrokenPipeError("the lock shell's input is closed")
+        try:
+            self.channel.sendall(data)
+        except OSError as exc:
+            raise BrokenPipeError(str(exc)) from exc
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                try:
+                    self.channel.shutdown_write()
+                except (OSError, EOFError):
+                    pass  # the connection is gone: sshd ends the session, the lock shell exits
+
+
+class _ChannelReader:
+    def __init__(self, recv):
+        self.recv = recv
+
+    def read1(self, size: int = 1 << 16) -> bytes:
+        try:
+            return self.recv(size)
+        except (OSError, EOFError):
+            return b""
+
+    def read(self) -> bytes:
+        data = bytearray()
+        while chunk := self.read1():
+            data += chunk
+        return bytes(data)

@@ -162,7 +162,7 @@ def apply_config(conn: Connection, settings: DeploySettings, vhost: Vhost, new_c
     if out.strip().endswith("unchanged"):
         # Same file, same certificate: no reload. Still make sure nginx runs it (a previous deploy
         # may have stopped after writing it); if not, reload it now.
-        if _wait_until_live(settings, vhost, timeout=1.0):
+        if _wait_until_live(settings, vhost, timeout=1.0, reloaded=False):
             log.info("nginx vhost unchanged: no reload")
             return InstallOutcome(False, ())
         log.info("nginx vhost unchanged on disk but not running yet: reloading")
@@ -213,32 +213,48 @@ def confirm_live(settings: DeploySettings, vhost: Vhost, timeout: float = 10.0, 
         )
 
 
-def _wait_until_live(settings: DeploySettings, vhost: Vhost, timeout: float, in_a_row: int = 3) -> bool:
-    """True once the probe answers 204 several times in a row.
+# nginx's master starts the new workers, sleeps 100 ms, and only then tells the old ones to stop
+# accepting (src/os/unix/ngx_process_cycle.c, "allow new processes to start"). Until then a
+# connection may still land on a worker with the old config.
+NGINX_HANDOVER = 0.1
+HANDOVER_MARGIN = 0.03
 
-    In a row: for a moment after a reload, old workers (told to quit) and new ones share the
-    listening sockets; one answer from a new worker is not yet "every connection gets the new config".
+
+def _wait_until_live(settings: DeploySettings, vhost: Vhost, timeout: float, reloaded: bool = True) -> bool:
+    """True once nginx runs ``vhost`` for every new connection.
+
+    The first 204 on the vhost's own probe path comes from a new worker: the config is loaded.
+    After a reload, old workers still accept for up to NGINX_HANDOVER after that; wait it out
+    and ask once more, so that when the deploy says "live", every visitor gets the new config.
     """
-    address = settings.verify_address or settings.canonical_domain
-    host = settings.canonical_domain + ("" if settings.http_port == 80 else f":{settings.http_port}")
     deadline = time.monotonic() + timeout
-    hits = 0
-    while True:
-        conn = http.client.HTTPConnection(address, settings.http_port, timeout=5)
-        try:
-            conn.request("GET", vhost.probe_path, headers={"Host": host})
-            response = conn.getresponse()
-            response.read()
-            hits = hits + 1 if response.status == 204 else 0
-        except (OSError, http.client.HTTPException):
-            hits = 0
-        finally:
-            conn.close()
-        if hits >= in_a_row:
-            return True
+    while not _probe_answers(settings, vhost):
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.02 if hits else 0.05)
+        time.sleep(0.01)
+    if not reloaded:
+        return True
+    time.sleep(NGINX_HANDOVER + HANDOVER_MARGIN)
+    while not _probe_answers(settings, vhost):  # nginx may have been reloaded again meanwhile
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _probe_answers(settings: DeploySettings, vhost: Vhost) -> bool:
+    address = settings.verify_address or settings.canonical_domain
+    host = settings.canonical_domain + ("" if settings.http_port == 80 else f":{settings.http_port}")
+    conn = http.client.HTTPConnection(address, settings.http_port, timeout=5)
+    try:
+        conn.request("GET", vhost.probe_path, headers={"Host": host})
+        response = conn.getresponse()
+        response.read()
+        return response.status == 204
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 def _install_error(exc: RemoteCommandFailed, settings: DeploySettings) -> NginxError:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from . import certificates, lock, nginx, upload, verify
-from .connection import connect
+from .connection import ChannelShell, connect
 from .remote import Remote
 from .settings import DeploySettings
 
@@ -31,15 +31,27 @@ class DeployResult:
 
 
 def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: bool = False) -> DeployResult:
-    # Hash the output while SSH connects; the lock is held from here to the end (all stages).
-    # The lock and the upload use their own OpenSSH connection (deploy/remote.py); the lock
-    # shell opens it, in parallel with Fabric's connection for the other stages.
-    local = upload.start_scan(settings) if upload_site else None
+    # The lock is held from here to the end (all stages). With an upload, the lock and the
+    # upload use their own OpenSSH connection (deploy/remote.py): the lock shell opens it, in
+    # parallel with Fabric's connection for the other stages, while the output is hashed.
+    # Without an upload (`fab renew`), the lock shell runs on a session of Fabric's connection
+    # instead: one SSH handshake fewer.
+    def take_lock(remote) -> lock.DeployLock:
+        return lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings) if upload_site else "",
+                               on_wait=lambda holder: log.info("waiting up to %d s for the deploy lock held by %s",
+                                                               settings.lock_timeout, holder))
+    if not upload_site:
+        conn = connect(settings)
+        try:
+            deploy_lock = take_lock(ChannelShell(conn, settings))
+            with deploy_lock as held:
+                return _deploy_locked(conn, None, deploy_lock, settings, held, None, force_renew)
+        finally:
+            conn.close()
+    local = upload.start_scan(settings)
     remote = Remote(settings)
     try:
-        deploy_lock = lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings) if upload_site else "",
-                                      on_wait=lambda holder: log.info("waiting up to %d s for the deploy lock held by %s",
-                                                                      settings.lock_timeout, holder))
+        deploy_lock = take_lock(remote)
         conn = connect(settings)
         try:
             with deploy_lock as held:
@@ -50,7 +62,7 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
         remote.close()
 
 
-def _deploy_locked(conn, remote: Remote, deploy_lock: lock.DeployLock, settings: DeploySettings, held: lock.Held, local,
+def _deploy_locked(conn, remote: Remote | None, deploy_lock: lock.DeployLock, settings: DeploySettings, held: lock.Held, local,
                    force_renew: bool) -> DeployResult:
     release_id, staged = None, None
     if local is not None:

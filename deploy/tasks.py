@@ -8,6 +8,7 @@ task exits 1, without a traceback.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import sys
 
@@ -31,6 +32,10 @@ def _cli_errors(func):
             return func(*args, **kwargs)
         except DeployError as exc:
             raise Exit(f"error: {exc}", code=1) from exc
+        finally:
+            # The task is done and the process about to exit: spare the interpreter's final
+            # garbage collection over every object of Fabric, paramiko and cryptography (~0.1 s).
+            gc.freeze()
     return wrapper
 
 

@@ -7,6 +7,7 @@ so the checks poll for a few seconds before failing.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
 import ssl
@@ -29,7 +30,7 @@ class HttpsAnswer:
 
 def fetch_https(settings: DeploySettings, domain: str, path: str = "/") -> HttpsAnswer:
     """GET https://domain/path from the server (DEPLOY_VERIFY_ADDRESS or DNS), verifying the certificate."""
-    context = ssl.create_default_context(cafile=str(settings.verify_ca) if settings.verify_ca else None)
+    context = _tls_context(str(settings.verify_ca) if settings.verify_ca else None)
     address = settings.verify_address or domain
     with socket.create_connection((address, settings.https_port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=domain) as tls:
@@ -40,6 +41,12 @@ def fetch_https(settings: DeploySettings, domain: str, path: str = "/") -> Https
             resp = conn.getresponse()
             body = resp.read()
     return HttpsAnswer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body, x509.load_der_x509_certificate(der))
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
+    # Loading the system's trust store takes ~10-20 ms: once per process, not once per request.
+    return ssl.create_default_context(cafile=cafile)
 
 
 def fetch_http(settings: DeploySettings, domain: str, path: str = "/") -> tuple[int, str | None]:
@@ -77,12 +84,11 @@ def verify_site(settings: DeploySettings, expected_serial: int | None, timeout: 
                 elif expected_serial is not None and serial != expected_serial:
                     problem = f"{settings.https_origin}/ still serves certificate serial {serial:x}, not {expected_serial:x}"
                 else:
-                    # Right after a reload, old workers that have not yet seen nginx's QUIT still
-                    # accept a few connections with the old config: only a run of answers counts.
+                    # A run of answers, not one: a reload by someone else (or one the nginx stage
+                    # did not wait out) would show as an old answer among new ones.
                     good += 1
                     if good == STABLE_ANSWERS:
                         return answer
-                    time.sleep(0.05)
                     continue
         except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
             problem = f"{exc.__class__.__name__}: {exc}"

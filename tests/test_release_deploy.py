@@ -197,3 +197,55 @@ def test_progress_bar_on_a_terminal_and_silence_elsewhere():
     assert not quiet.enabled
     quiet(1, 2)
     log.close()
+
+
+def test_renew_takes_the_same_lock_on_its_one_connection(make_blog, tmp_path):
+    """`fab renew` (no upload) holds the deploy lock on a session of its Fabric connection, not on
+    an OpenSSH connection of its own: a deploy waits for it, it waits for a deploy, and a renewal
+    killed while holding it frees it for the next one."""
+    from deploy.connection import ChannelShell, connect
+
+    blog = own_blog(make_blog, "renew-lock")
+    blog.build()
+    blog.fab("deploy")
+    with open(blog.path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_LOCK_TIMEOUT = 1\n")
+    settings = blog.settings()
+
+    # A renewal waits for a deploy's lock (OpenSSH) and gives up naming it.
+    with Remote(settings) as remote, lock.hold(remote, settings, release_id="DEPLOY-HOLDS"):
+        result = blog.fab("renew", check=False)
+    assert result.returncode == 1 and "release=DEPLOY-HOLDS" in result.stderr, result.stderr
+
+    # A deploy waits for a lock held on a Fabric session, and gives up naming it.
+    conn = connect(settings)
+    try:
+        with lock.hold(ChannelShell(conn, settings), settings, release_id="RENEW-HOLDS") as held:
+            assert held.holder.endswith("release=RENEW-HOLDS")
+            result = blog.fab("deploy", check=False)
+    finally:
+        conn.close()
+    assert result.returncode == 1 and "release=RENEW-HOLDS" in result.stderr, result.stderr
+
+    # A renewal killed while it holds the lock: the kernel closes its TCP connection, sshd the
+    # session, the lock shell sees its stdin end and the lock is free again.
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from deploy import lock\n"
+         "from deploy.connection import ChannelShell, connect\n"
+         "from deploy.settings import load_settings\n"
+         "settings = load_settings('sandboxconf.py')\n"
+         "conn = connect(settings)\n"
+         "lock.hold(ChannelShell(conn, settings), settings, release_id='KILLED').wait()\n"
+         "print('LOCKED', flush=True)\n"
+         "time.sleep(600)\n"],
+        cwd=blog.path, env=blog.env, stdout=subprocess.PIPE, stderr=open(tmp_path / "holder.log", "wb"))
+    assert holder.stdout.readline() == b"LOCKED\n", (tmp_path / "holder.log").read_text()
+    holder_file = Path(str(settings.lock_file) + ".holder")
+    assert "release=KILLED" in holder_file.read_text()
+    holder.kill()
+    holder.wait()
+    with Remote(settings) as remote:
+        assert lock.DeployLock(remote, settings).wait().waited < 30
+    assert "certificate keep" in blog.fab("renew").stdout
