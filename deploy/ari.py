@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import ssl
-import urllib.request
 
 from cryptography import x509
 
@@ -78,6 +77,8 @@ def fetch_renewal_info(settings, cert: x509.Certificate, verify, now: dt.datetim
 
 def _get(url: str, context: ssl.SSLContext):
     """(headers, body): the headers object looks names up case-insensitively."""
+    import urllib.request  # only when the CA offers ARI: ~20 ms of imports a `fab renew` otherwise skips
+
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
     with urllib.request.urlopen(request, context=context, timeout=10) as response:
         return response.headers, response.read(1 << 20).decode("utf-8", "replace")

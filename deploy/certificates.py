@@ -19,6 +19,7 @@ import logging
 import secrets
 import shlex
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -149,6 +150,30 @@ def new_private_key(key_type: str):
     if key_type.startswith("ec-"):
         return ec.generate_private_key({"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}[key_type])
     return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
+
+
+def preload_acme() -> None:
+    """Import the ACME machinery in a background thread (~0.1 s of imports: requests, acme).
+
+    ``obtain`` imports it lazily, so that a deploy with nothing due never pays for it; when an
+    order is known to come (``--force``, or the check said so), this overlaps those imports with
+    the SSH round trips before the order. Importing twice is safe: Python's import lock makes
+    ``obtain`` wait for a module the thread is still importing.
+    """
+    global _preloading
+    if _preloading is None:
+        _preloading = threading.Thread(target=_import_acme, name="preload-acme", daemon=True)
+        _preloading.start()
+
+
+_preloading: threading.Thread | None = None
+
+
+def _import_acme() -> None:
+    import requests  # noqa: F401
+    from acme import challenges, crypto_util, messages  # noqa: F401
+
+    from . import acme_client  # noqa: F401
 
 
 def obtain(conn: Connection, settings: DeploySettings, *, replaces: str | None = None, timeout: float = 90.0) -> Issued:

@@ -12,10 +12,12 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from . import certificates, lock, nginx, upload, verify
+from . import certificates, lock, nginx, verify
 from .connection import ChannelShell, connect
-from .remote import Remote
 from .settings import DeploySettings
+
+# The upload's modules (upload, manifest, remote: ~40 ms of imports) are imported where a
+# release is sent or listed: `fab renew` never needs them.
 
 log = logging.getLogger("pelican_https.deploy")
 
@@ -36,8 +38,8 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
     # parallel with Fabric's connection for the other stages, while the output is hashed.
     # Without an upload (`fab renew`), the lock shell runs on a session of Fabric's connection
     # instead: one SSH handshake fewer.
-    def take_lock(remote) -> lock.DeployLock:
-        return lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings) if upload_site else "",
+    def take_lock(remote, probe_script: str = "") -> lock.DeployLock:
+        return lock.DeployLock(remote, settings, probe_script=probe_script,
                                on_wait=lambda holder: log.info("waiting up to %d s for the deploy lock held by %s",
                                                                settings.lock_timeout, holder))
     if not upload_site:
@@ -48,10 +50,13 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
                 return _deploy_locked(conn, None, deploy_lock, settings, held, None, force_renew)
         finally:
             conn.close()
+    from . import upload
+    from .remote import Remote
+
     local = upload.start_scan(settings)
     remote = Remote(settings)
     try:
-        deploy_lock = take_lock(remote)
+        deploy_lock = take_lock(remote, upload.probe_script(settings))
         conn = connect(settings)
         try:
             with deploy_lock as held:
@@ -62,10 +67,11 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
         remote.close()
 
 
-def _deploy_locked(conn, remote: Remote | None, deploy_lock: lock.DeployLock, settings: DeploySettings, held: lock.Held, local,
+def _deploy_locked(conn, remote, deploy_lock: lock.DeployLock, settings: DeploySettings, held: lock.Held, local,
                    force_renew: bool) -> DeployResult:
     release_id, staged = None, None
     if local is not None:
+        from . import upload
         progress = upload.ProgressBar()
         try:
             staged = upload.deliver(remote, settings, held.probe_output, local.result(), progress)
@@ -74,6 +80,8 @@ def _deploy_locked(conn, remote: Remote | None, deploy_lock: lock.DeployLock, se
         log.info("%s", staged.summary())
         release_id = staged.release_id
 
+    if force_renew:  # an order will come: load the ACME machinery during the next round trips
+        certificates.preload_acme()
     version = nginx.read_version(conn, settings)
     # One SSH round trip (plus the CA's renewal info when it offers ARI); decide() is pure.
     cert_check = certificates.check(conn, settings, dt.datetime.now(dt.timezone.utc), force=force_renew)
@@ -82,6 +90,7 @@ def _deploy_locked(conn, remote: Remote | None, deploy_lock: lock.DeployLock, se
 
     new_cert = None
     if decision.needs_order:
+        certificates.preload_acme()  # while nginx is made ready for the challenge
         # nginx must answer the challenge for every name before the order. No certificate yet
         # (first deploy): a port-80-only vhost, since a vhost naming a missing certificate fails
         # `nginx -t`. Otherwise the full vhost on the current certificate, so that names added
@@ -97,7 +106,7 @@ def _deploy_locked(conn, remote: Remote | None, deploy_lock: lock.DeployLock, se
 
     nginx.apply_config(conn, settings, nginx.render_vhost(
         settings, version, with_tls=True, certificate_dir=new_cert or nginx.certificate_dir(settings, installed)), new_cert)
-    if release_id and not staged.skipped:
+    if release_id and not staged.skipped:  # (``upload`` was imported above: release_id comes from it)
         # Switch and prune in one round trip, in the lock's shell: pruning never touches the live release.
         pruned = upload.activate(deploy_lock, settings, release_id, prune=True)
         if pruned:
@@ -108,13 +117,19 @@ def _deploy_locked(conn, remote: Remote | None, deploy_lock: lock.DeployLock, se
 
 def rollback(settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
     """`fab rollback`: under the deploy lock, switch `current` to an earlier release."""
+    from . import upload
+    from .remote import Remote
+
     with Remote(settings) as remote:
         deploy_lock = lock.hold(remote, settings)
         with deploy_lock:  # the listing and the switch run in the lock's shell: no more SSH sessions
             return upload.rollback(deploy_lock, settings, to)
 
 
-def list_releases(settings: DeploySettings) -> list[upload.ReleaseInfo]:
-    """`fab releases` (and `fab status`): the releases on the server, oldest first."""
+def list_releases(settings: DeploySettings) -> list:
+    """`fab releases` (and `fab status`): the releases on the server (upload.ReleaseInfo), oldest first."""
+    from . import upload
+    from .remote import Remote
+
     with Remote(settings) as remote:
         return upload.list_releases(remote, settings)
