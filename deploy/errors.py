@@ -41,8 +41,8 @@ class VerificationFailed(DeployError):
     """The site does not answer the way it should after the deploy."""
 
 
-class SandboxError(Exception):
-    """The local sandbox could not start (a test must fail loudly on this)."""
+class SandboxError(DeployError):
+    """The local sandbox could not start, or a rehearsal names none (a test must fail loudly on this)."""
 
 
 class ChallengeCheckFailed(CertificateError):

@@ -212,6 +212,46 @@ def load(data: bytes) -> dict[str, Entry] | None:
 
 # --- checking a built release --------------------------------------------------------------------
 
+# The server proves that a built release matches its manifest in one line: the SHA-256 of a
+# canonical listing, made there by ``CANONICAL_FIND | LC_ALL=C sort -z | sha256sum`` and here by
+# ``listing_digest`` (in the scan's thread, before the lock is even held). One record per entry,
+# NUL-terminated: the path ("//" never occurs in one), then what is checked: kind and mode for
+# folders, kind, mode and size for files, kind and target for symlinks. Only when the digests
+# differ does the server send its full listing, for ``check_release`` to name the problems.
+CANONICAL_FIND = ("find . -mindepth 1 \\( -type d -printf '%P//d %m\\0' \\) -o \\( -type l -printf '%P//l %l\\0' \\) "
+                  "-o \\( -type f -printf '%P//f %m %s\\0' \\) -o -printf '%P//%y\\0'")
+
+
+def canonical_listing(manifest: Manifest) -> bytes:
+    records = []
+    for entry in manifest.values():
+        path = os.fsencode(entry.path)
+        if entry.kind == DIR:
+            records.append(b"%s//d %o\0" % (path, entry.mode))
+        elif entry.kind == LINK:
+            records.append(b"%s//l %s\0" % (path, os.fsencode(entry.digest)))
+        else:
+            records.append(b"%s//f %o %d\0" % (path, entry.mode, entry.size))
+    records.sort()  # bytewise, as `LC_ALL=C sort -z`
+    return b"".join(records)
+
+
+def listing_digest(manifest: Manifest) -> str:
+    return hashlib.sha256(canonical_listing(manifest)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A scanned output with what the upload sends and expects, computed before the lock is held."""
+    entries: dict[str, Entry]
+    dumped: bytes  # ``dump(entries)``: stored beside the release; equal bytes mean an equal manifest
+    listing_digest: str  # what the server's ``CANONICAL_FIND`` must hash to
+
+
+def prepare(entries: Manifest) -> Prepared:
+    return Prepared(dict(entries), dump(entries), listing_digest(entries))
+
+
 def parse_listing(data: bytes) -> dict[str, tuple[str, int, int, str]]:
     """Parse ``find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0'``: path -> (kind, mode, size, link target)."""
     fields = data.split(b"\0")

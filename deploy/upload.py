@@ -21,11 +21,13 @@ How a deploy travels, in as few round trips as possible (one SSH connection, see
    zstd), tarred, compressed and sent at the same time. The server builds ``<id>.partial`` from
    ``.next-<live id>`` (renamed: made by the last switch) or else with ``cp -al`` from the live
    release (unchanged files become hard links: no bytes move), removes deleted paths, and unpacks: GNU tar replaces an existing file by unlinking it first, so a
-   hard-linked file is never written through and older releases keep their copy. It answers
-   with a listing of the new release (every path, kind, mode, size, link target).
-4. The client checks that listing against the manifest (``manifest.check_release``): nothing
-   missing, nothing extra, every kind, mode, size and target as expected. A mismatch fails the
-   deploy before anything goes live, after one full-upload retry (in case the live release was
+   hard-linked file is never written through and older releases keep their copy. It checks
+   the new release on disk (every path, kind, mode, size, link target) against the manifest by
+   hashing a canonical listing (``manifest.CANONICAL_FIND``) and comparing it with the digest
+   the client sent in the header; it answers MATCHES, or DIFFERS and the full listing.
+4. On DIFFERS the client names the problems (``manifest.check_release``): nothing missing,
+   nothing extra, every kind, mode, size and target as expected. A mismatch fails the deploy
+   before anything goes live, after one full-upload retry (in case the live release was
    edited by hand on the server).
 5. ``activate`` renames ``<id>.partial`` to ``<id>``, switches ``current`` with one rename and
    prunes old releases, in the lock's shell (no new SSH session). In the background, under the
@@ -44,6 +46,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -79,7 +82,13 @@ class ServerState:
     has_zstd: bool
     current: str | None  # id of the live release
     releases: tuple[str, ...]  # complete releases, oldest first
-    manifest: dict | None  # the live release's manifest, when it has one
+    manifest_bytes: bytes | None  # the live release's stored manifest, when it has one
+
+    @functools.cached_property
+    def manifest(self) -> dict | None:
+        """The live release's manifest (None: missing or unreadable). Parsed only when needed:
+        when its bytes equal the new manifest's, nothing changed and it never is."""
+        return mf.load(self.manifest_bytes) if self.manifest_bytes else None
 
 
 NEXT = ".next-"  # in releases/: ".next-<id>", a complete hard-linked copy of release <id>, made ahead of time
@@ -116,7 +125,7 @@ def parse_probe(data: bytes) -> ServerState:
     if current and not mf.RELEASE_ID.fullmatch(current):
         current = None  # `current` points at something this tool did not make: no linking from it
     return ServerState(lines.get("zstd") == "yes", current if current in complete else None, tuple(complete),
-                       mf.load(rest[:size]) if size else None)
+                       rest[:size] if size else None)
 
 
 def new_release_id(existing: Iterable[str] = ()) -> str:
@@ -130,14 +139,15 @@ SCAN_NICENESS = 10  # the hashing thread's nice value on Linux (see _scan_polite
 
 
 def start_scan(settings: DeploySettings) -> Future:
-    """Hash the output in a thread while the SSH connection is made (hashlib releases the GIL)."""
+    """Hash the output in a thread while the SSH connection is made (hashlib releases the GIL);
+    the future's result is an ``mf.Prepared`` (the manifest, its stored form, the listing digest)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-output")
     future = pool.submit(_scan_politely, settings.output_path)
     pool.shutdown(wait=False)
     return future
 
 
-def _scan_politely(output: Path) -> mf.Manifest:
+def _scan_politely(output: Path) -> mf.Prepared:
     """The scan, at a lower priority on Linux: it then takes the CPU that ssh and sshd leave idle
     during the handshake instead of slowing it down (the handshake is the critical path; on two
     cores the deploy was locked ~60 ms later with the scan at the same priority). Linux nice values
@@ -150,10 +160,10 @@ def _scan_politely(output: Path) -> mf.Manifest:
                 os.setpriority(os.PRIO_PROCESS, thread, SCAN_NICENESS)
         except OSError:
             pass
-    return mf.scan_output(output)
+    return mf.prepare(mf.scan_output(output))
 
 
-def deliver(remote: Remote, settings: DeploySettings, probe_output: bytes, local: mf.Manifest,
+def deliver(remote: Remote, settings: DeploySettings, probe_output: bytes, local: mf.Prepared | mf.Manifest,
             progress: Callable[[int, int], None] | None = None) -> Staged:
     """The upload stage as the pipeline runs it, once the lock (and its probe) is held."""
     state = parse_probe(probe_output)
@@ -179,12 +189,16 @@ class Staged:
                 f"{_human(self.bytes_sent)} sent ({self.compression}) in {self.seconds:.2f} s")
 
 
-def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, local: mf.Manifest,
+def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, local: mf.Prepared | mf.Manifest,
                   release_id: str, *, progress: Callable[[int, int], None] | None = None) -> Staged:
     """Build ``releases/<id>.partial`` on the server and check it; not live until ``activate``."""
     started = time.monotonic()
-    previous = state.current if state.manifest is not None else None
-    if settings.skip_unchanged and previous and state.manifest == dict(local):
+    prepared = local if isinstance(local, mf.Prepared) else mf.prepare(local)
+    # Same stored bytes, same manifest (``dump`` is deterministic): no need to parse the old one.
+    same = state.manifest_bytes == prepared.dumped
+    old = prepared.entries if same else state.manifest
+    previous = state.current if old is not None else None
+    if settings.skip_unchanged and previous and (same or old == prepared.entries):
         return Staged(previous, None, 0, time.monotonic() - started, "none")
     compression = "zstd" if state.has_zstd and shutil.which("zstd") else "gzip"
     script = stage_script(settings, release_id, "zstd -dcq" if compression == "zstd" else "gzip -dc")
@@ -194,13 +208,14 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
         # while the diff and the new manifest are computed here.
         command = remote.start(script, what="uploading the release")
         try:
-            plan = mf.diff(state.manifest if base else None, local)
-            n, listing = _send_release(command, settings, base, plan, local, compression, progress)
+            plan = mf.diff(old if base else None, prepared.entries)
+            n, listing = _send_release(command, settings, base, plan, prepared, compression, progress)
         except BaseException:
             command.abort()  # the server sees its input end and stops; the partial release stays unused
             raise
         sent += n
-        problems = mf.check_release(local, listing)
+        problems = [] if listing is None else (mf.check_release(prepared.entries, listing)
+                                               or ["its listing does not hash to the manifest's, yet no entry differs"])
         if not problems:
             return Staged(release_id, plan, sent, time.monotonic() - started, compression)
         detail = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
@@ -214,15 +229,16 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
 
 
 def _send_release(command: Command, settings: DeploySettings, base: str | None, plan: mf.Plan,
-                  local: mf.Manifest, compression: str, progress: Callable[[int, int], None] | None) -> tuple[int, dict]:
-    """Send one release build; return bytes sent and the server's listing of it."""
+                  local: mf.Prepared, compression: str, progress: Callable[[int, int], None] | None) -> tuple[int, dict | None]:
+    """Send one release build; return bytes sent and None when the server found the release
+    matching the manifest, else the server's listing of it."""
     output = settings.output_path
     packed = [e for e in plan.upload + plan.new_dirs if e.kind != mf.FILE or not mf.is_compressed(e.path)]
     plain = [e for e in plan.upload if e.kind == mf.FILE and mf.is_compressed(e.path)]
-    manifest_bytes = mf.dump(local)
+    manifest_bytes = local.dumped
     deleted = b"".join(os.fsencode("./" + p) + b"\0" for p in plan.deleted)
     plain_size = _tar_size(plain) if plain else 0
-    header = stage_header(len(manifest_bytes), len(deleted), plain_size, base, bool(packed))
+    header = stage_header(len(manifest_bytes), len(deleted), plain_size, base, bool(packed), local.listing_digest)
     # The compressed size is known only at the end: estimate it for the bar (HTML shrinks ~6x).
     estimate = len(header) + len(manifest_bytes) + len(deleted) + plain_size + sum(e.size for e in packed) // 6
     meter = _Meter(estimate, progress)
@@ -239,19 +255,25 @@ def _send_release(command: Command, settings: DeploySettings, base: str | None, 
             _send_compressed(output, packed, compression, write)
 
     out = command.finish(body, sent=meter.add)
+    if out == b"MATCHES\n":
+        return meter.done, None
     try:
-        listing = mf.parse_listing(gzip.decompress(out))
+        if not out.startswith(b"DIFFERS\n"):
+            raise ValueError("neither MATCHES nor DIFFERS")
+        listing = mf.parse_listing(gzip.decompress(out[len(b"DIFFERS\n"):]))
     except (ValueError, OSError, EOFError) as exc:
         raise UploadError(f"unexpected answer from the server after the upload: {out[:300]!r}") from exc
     return meter.done, listing
 
 
-def stage_header(n_manifest: int, n_deleted: int, n_plain: int, base: str | None, packed: bool) -> bytes:
+def stage_header(n_manifest: int, n_deleted: int, n_plain: int, base: str | None, packed: bool, listing_digest: str) -> bytes:
     """The first line of the upload stream: section sizes, the release to link from, whether a
-    compressed tar follows. Pure."""
+    compressed tar follows, and the digest the built release's listing must have. Pure."""
     if base is not None and not mf.RELEASE_ID.fullmatch(base):
         raise UploadError(f"bad release id {base!r}")
-    return f"{int(n_manifest)} {int(n_deleted)} {int(n_plain)} {base or '-'} {int(packed)}\n".encode()
+    if not re.fullmatch(r"[0-9a-f]{64}", listing_digest):
+        raise UploadError(f"bad listing digest {listing_digest!r}")
+    return f"{int(n_manifest)} {int(n_deleted)} {int(n_plain)} {base or '-'} {int(packed)} {listing_digest}\n".encode()
 
 
 _ID_GLOB = "[0-9]" * 8 + "T" + "[0-9]" * 12 + "Z"
@@ -283,9 +305,10 @@ def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> 
         'for f in ./*.partial ./*.partial-meta ./.doomed-* ./.prelinked*; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
         f"mkdir {meta}",
         # The header (sh's `read` takes a pipe byte by byte: it never reads past the line).
-        "read -r n_manifest n_deleted n_plain base packed",
+        "read -r n_manifest n_deleted n_plain base packed digest",
         'for n in "$n_manifest" "$n_deleted" "$n_plain" "$packed"; do case $n in ""|*[!0-9]*) echo "bad upload header" >&2; exit 1;; esac; done',
         f'case $base in -) base=;; {_ID_GLOB}) ;; *) echo "bad upload header" >&2; exit 1;; esac',
+        'case $digest in *[!0-9a-f]*|"") echo "bad upload header" >&2; exit 1;; esac',
         # Unchanged files: hard links to the live release (no bytes copied, no bytes sent). The
         # last switch made them ahead of time (``switch_script``): .next-<base> exists only once
         # complete, and the lock was not released before that. Otherwise they are made now.
@@ -302,8 +325,12 @@ def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> 
         f'if [ "$n_plain" -gt 0 ]; then head -c "$n_plain" | {untar}; fi',
         f'if [ "$packed" = 1 ]; then {{ {decompress} || echo failed > ../{meta}/payload-failed; }} | {untar}; fi',
         f"[ ! -e ../{meta}/payload-failed ] || {{ echo 'the compressed upload is damaged' >&2; exit 1; }}",
-        # The answer: the new release as it is on disk, checked by the client against the manifest.
-        "find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0' | gzip -1",
+        # The answer: does the release on disk hash to the manifest's listing (``mf.CANONICAL_FIND``)?
+        # If not, the whole listing, for the client to name what differs.
+        f"listed=$({mf.CANONICAL_FIND} | LC_ALL=C sort -z | sha256sum)",
+        'if [ "${listed%% *}" = "$digest" ]; then echo MATCHES; else',
+        "  echo DIFFERS; find . -mindepth 1 -printf '%y\\0%m\\0%s\\0%l\\0%P\\0' | gzip -1",
+        "fi",
     ])
 
 

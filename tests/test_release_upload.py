@@ -218,7 +218,7 @@ def test_a_hostile_archive_cannot_write_outside_the_release(site, tmp_path):
     archive = buf.getvalue()
     release_id = upload.new_release_id(p.name for p in releases.iterdir())
     script = upload.stage_script(settings, release_id, "gzip -dc")
-    stream = upload.stage_header(0, 0, len(archive), None, False) + archive
+    stream = upload.stage_header(0, 0, len(archive), None, False, "0" * 64) + archive
     with Remote(settings) as remote:
         with pytest.raises(RemoteCommandFailed):
             remote.run(script, lambda write: write(stream), what="a hostile upload")
@@ -339,7 +339,7 @@ def test_fallbacks_build_the_same_release(site, monkeypatch, has_zstd, gnu_tar):
         with deploy_lock as held:
             state = upload.parse_probe(held.probe_output)
             # A full upload (no previous manifest), as the server without zstd would get it.
-            state = dataclasses.replace(state, has_zstd=has_zstd, manifest=None)
+            state = dataclasses.replace(state, has_zstd=has_zstd, manifest_bytes=None)
             staged = upload.stage_release(remote, settings, state, local, upload.new_release_id(state.releases))
             upload.activate(remote, settings, staged.release_id)
     assert staged.compression == ("zstd" if has_zstd else "gzip")

@@ -80,3 +80,21 @@ def test_bad_values_name_the_setting_the_value_and_what_is_expected(name, value,
 def test_missing_siteurl_and_domains_is_explained():
     with pytest.raises(SettingsError, match="DEPLOY_DOMAINS is not set and SITEURL"):
         settings_from_mapping({"DEPLOY_HOST": "h.example", "DEPLOY_USER": "deploy"})
+
+
+def test_a_rehearsal_without_a_sandbox_is_a_clear_error_not_a_traceback(tmp_path):
+    """`fab deploy --settings sandboxconf.py` with no sandbox named: one line saying what to do, exit 1."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import EXAMPLE_SITE
+
+    blog = tmp_path / "blog"
+    shutil.copytree(EXAMPLE_SITE, blog, ignore=shutil.ignore_patterns("output", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PELICAN_HTTPS_SANDBOX"}
+    fab = os.path.join(os.path.dirname(sys.executable), "fab")
+    result = subprocess.run([fab, "renew", "--settings", "sandboxconf.py"], cwd=blog, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "error: PELICAN_HTTPS_SANDBOX is not set" in result.stderr and "Traceback" not in result.stderr

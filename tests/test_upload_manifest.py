@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
 import shlex
+import subprocess
 import threading
 
 import pytest
@@ -143,7 +145,8 @@ def test_the_background_scan_yields_the_cpu_only_in_its_own_thread(tmp_path):
         local = upload.start_scan(settings_from_mapping({"SITEURL": "https://blog.example.com", "DEPLOY_HOST": "203.0.113.5",
                                                          "DEPLOY_USER": "d", "DEPLOY_OUTPUT_PATH": str(out),
                                                          "DEPLOY_KNOWN_HOSTS": str(tmp_path / "kh")})).result()
-    assert local == original(out)
+    assert local.entries == original(out)
+    assert local.dumped == mf.dump(local.entries) and local.listing_digest == mf.listing_digest(local.entries)
     assert seen["nice"] >= upload.SCAN_NICENESS  # (Linux: nice values are per thread)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice
 
@@ -261,7 +264,8 @@ def test_parse_probe():
     manifest = mf.dump(m(f("a")))
     data = (f"zstd yes\ncurrent {B}\nreleases {A} {A}.manifest {B} {B}.manifest x.partial \nmanifest {len(manifest)}\n").encode() + manifest
     state = upload.parse_probe(data)
-    assert state == upload.ServerState(True, B, (A, B), m(f("a")))
+    assert state == upload.ServerState(True, B, (A, B), manifest)
+    assert state.manifest == m(f("a"))
     assert upload.parse_probe(b"zstd no\ncurrent \nreleases \nmanifest 0\n") == upload.ServerState(False, None, (), None)
     # `current` pointing at something this tool did not make: never linked from.
     assert upload.parse_probe(b"zstd no\ncurrent elsewhere\nreleases \nmanifest 0\n").current is None
@@ -279,9 +283,12 @@ def test_stage_script_and_header_take_only_release_ids(settings):
     with pytest.raises(UploadError):
         upload.stage_script(settings, "x; rm -rf /", "gzip -dc")
     with pytest.raises(UploadError):
-        upload.stage_header(0, 0, 0, "../etc", False)
-    assert upload.stage_header(1, 2, 3, A, True) == f"1 2 3 {A} 1\n".encode()
-    assert upload.stage_header(0, 0, 0, None, False) == b"0 0 0 - 0\n"
+        upload.stage_header(0, 0, 0, "../etc", False, "0" * 64)
+    digest = "0123456789abcdef" * 4
+    assert upload.stage_header(1, 2, 3, A, True, digest) == f"1 2 3 {A} 1 {digest}\n".encode()
+    assert upload.stage_header(0, 0, 0, None, False, digest) == f"0 0 0 - 0 {digest}\n".encode()
+    with pytest.raises(UploadError, match="bad listing digest"):
+        upload.stage_header(0, 0, 0, None, False, "$(reboot)")
     script = upload.stage_script(settings, B, "zstd -dcq")
     assert f'cp -al -- "$base"/. {B}.partial/' in script and f'mv -T .next-"$base" {B}.partial' in script
     assert 'head -c "$n_plain" | tar -x -p --no-same-owner -f -' in script
@@ -302,3 +309,31 @@ def test_holder_info_names_host_pid_and_time():
     info = lock.holder_info("R1", NOW)
     assert f"pid={os.getpid()}" in info and "since=2026-11-27T09:05:00Z" in info and "release=R1" in info
     assert "host=" in info
+
+
+def test_listing_digest_equals_what_gnu_find_hashes_on_the_server(tmp_path):
+    """The server hashes ``CANONICAL_FIND | LC_ALL=C sort -z | sha256sum`` (GNU find, as on the server);
+    the client computes the same digest from the manifest alone. Odd names included."""
+    out = tmp_path / "out"
+    (out / "sub dir" / "deeper").mkdir(parents=True)
+    (out / "index.html").write_text("<p>hi</p>")
+    names = ["sp ace.html", "new\nline.txt", "caf\u00e9 \u65e5\u672c.html", "-dash", "q'\"s", "back\\slash", "a//b".replace("//", "_")]
+    for i, name in enumerate(names):
+        (out / "sub dir" / name).write_bytes(b"x" * i)
+    (out / os.fsdecode(b"latin1-\xe9.html")).write_bytes(b"latin-1 name")
+    (out / "sub dir" / "deeper" / "z").write_bytes(b"")
+    (out / "link").symlink_to("sub dir/sp ace.html")
+    for path in [out, *out.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    local = mf.scan_output(out)
+    server = subprocess.run(f"cd {shlex.quote(str(out))} && {mf.CANONICAL_FIND} | LC_ALL=C sort -z | sha256sum",
+                            shell=True, capture_output=True, check=True).stdout.split()[0].decode()
+    assert mf.listing_digest(local) == server
+    # Anything the check covers changes the digest: a mode, a size, a link target, an extra entry.
+    changed = dict(local)
+    for path, entry in [("index.html", dataclasses.replace(local["index.html"], mode=0o600)),
+                        ("index.html", dataclasses.replace(local["index.html"], size=1)),
+                        ("link", dataclasses.replace(local["link"], digest="index.html")),
+                        ("extra", mf.Entry("extra", mf.FILE, 0o644, 0, ""))]:
+        assert mf.listing_digest(changed | {path: entry}) != server
