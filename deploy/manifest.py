@@ -21,12 +21,13 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 from .errors import UploadError
 
 FORMAT = 1
 FILE, DIR, LINK = "f", "d", "l"
+_KINDS = frozenset((FILE, DIR, LINK))
 # Served by nginx's unprivileged workers: world-readable, never writable by others, never
 # executable. The local modes do not matter (a CI checkout may have anything).
 FILE_MODE, DIR_MODE, LINK_MODE = 0o644, 0o755, 0o777
@@ -40,16 +41,14 @@ COMPRESSED_SUFFIXES = frozenset(
     ".mp3 .mp4 .m4a .m4v .ogg .oga .ogv .opus .webm .mov .mkv .flac .pdf .epub .docx .xlsx .pptx .odt .br".split())
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One entry of a release. A tuple (not a dataclass): a deploy builds and compares thousands
+    of them between taking the lock and sending the release, and tuples do both in C."""
     path: str
     kind: str  # FILE, DIR or LINK
     mode: int
     size: int = 0  # files only
     digest: str = ""  # SHA-256 hex for files, the target for symlinks
-
-    def as_row(self) -> list:
-        return [self.path, self.kind, self.mode, self.size, self.digest]
 
 
 Manifest = Mapping[str, Entry]
@@ -187,7 +186,7 @@ def _ancestors(path: str) -> Iterable[str]:
 # --- storing manifests -------------------------------------------------------------------------
 
 def dump(manifest: Manifest) -> bytes:
-    rows = [manifest[p].as_row() for p in sorted(manifest)]
+    rows = [manifest[p] for p in sorted(manifest)]  # (tuples: JSON arrays)
     # ensure_ascii keeps names that are not valid UTF-8 (surrogate escapes) round-trippable.
     # Level 1: 5% bigger than the default 6, 2.5x faster (made on every deploy, between the lock and the upload).
     return gzip.compress(json.dumps({"format": FORMAT, "entries": rows}, separators=(",", ":")).encode("ascii"), 1, mtime=0)
@@ -202,9 +201,10 @@ def load(data: bytes) -> dict[str, Entry] | None:
             return None
         entries = {}
         for path, kind, mode, size, digest in doc["entries"]:
-            if kind not in (FILE, DIR, LINK) or not isinstance(path, str) or not isinstance(size, int):
+            if kind not in _KINDS or type(path) is not str or type(mode) is not int or type(size) is not int \
+                    or type(digest) is not str:
                 return None
-            entries[path] = Entry(path, kind, int(mode), size, str(digest))
+            entries[path] = Entry(path, kind, mode, size, digest)
         return entries
     except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
         return None

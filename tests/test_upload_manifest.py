@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -332,8 +331,8 @@ def test_listing_digest_equals_what_gnu_find_hashes_on_the_server(tmp_path):
     assert mf.listing_digest(local) == server
     # Anything the check covers changes the digest: a mode, a size, a link target, an extra entry.
     changed = dict(local)
-    for path, entry in [("index.html", dataclasses.replace(local["index.html"], mode=0o600)),
-                        ("index.html", dataclasses.replace(local["index.html"], size=1)),
-                        ("link", dataclasses.replace(local["link"], digest="index.html")),
+    for path, entry in [("index.html", local["index.html"]._replace(mode=0o600)),
+                        ("index.html", local["index.html"]._replace(size=1)),
+                        ("link", local["link"]._replace(digest="index.html")),
                         ("extra", mf.Entry("extra", mf.FILE, 0o644, 0, ""))]:
         assert mf.listing_digest(changed | {path: entry}) != server

@@ -7,6 +7,7 @@ the live manifest), stage the release, switch `current`, prune, release the lock
     python3 benchmarks/upload/client.py SETTINGS.json
 """
 
+import gc
 import json
 import sys
 import time
@@ -39,6 +40,7 @@ def main(path: str) -> None:
     # What the upload adds inside `fab deploy`, which has started Python and imported everything
     # anyway: from the SSH connection to the lock's release.
     print(f"in-process {time.perf_counter() - started:.3f}", file=sys.stderr)
+    gc.freeze()  # as `fab`'s tasks do before exiting (deploy/tasks.py)
 
 
 if __name__ == "__main__":
