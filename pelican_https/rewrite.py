@@ -259,12 +259,16 @@ _TAG_END = re.compile(r"[\s/]*>")
 
 
 class _Tag:
-    __slots__ = ("name", "attributes", "end")
+    __slots__ = ("name", "attributes", "end", "loose")
 
-    def __init__(self, name, attributes, end):
+    def __init__(self, name, attributes, end, loose=False):
         self.name = name              # lower case
         self.attributes = attributes  # name -> (value_start, value_end); first wins
         self.end = end                # index after ">", or None if unterminated
+        # a value opens a quote that nothing after it closes (so it was read
+        # unquoted): a quote anywhere later in the text would change this
+        # parse, so no verdict on this tag is memoized
+        self.loose = loose
 
     def value(self, text: str, name: str) -> str:
         span = self.attributes.get(name)
@@ -277,17 +281,20 @@ def _parse_tag(text: str, start: int) -> _Tag | None:
         return None
     attributes: dict[str, tuple[int, int]] = {}
     pos = opened.end()
+    loose = False
     while True:
         closed = _TAG_END.match(text, pos)
         if closed is not None:
-            return _Tag(opened.group(1).lower(), attributes, closed.end())
+            return _Tag(opened.group(1).lower(), attributes, closed.end(), loose)
         attribute = _ATTRIBUTE.match(text, pos)
         if attribute is None or attribute.end() == pos:
-            return _Tag(opened.group(1).lower(), attributes, None)  # end of text
+            return _Tag(opened.group(1).lower(), attributes, None, loose)  # end of text
         name = attribute.group(1).lower()
         for group in (2, 3, 4):
             if attribute.start(group) >= 0:
                 attributes.setdefault(name, attribute.span(group))
+                if group == 4 and text.startswith(('"', "'"), attribute.start(4)):
+                    loose = True
                 break
         pos = attribute.end()
 
@@ -431,6 +438,8 @@ def _html_context(doc: _Doc, pos: int, escaped_slashes: bool):
     verdict = _html_verdict(text, pos, escaped_slashes, tag)
     if at != nearest:
         return verdict  # a "<" inside a value: the verdict looked further back
+    if tag is not None and tag.loose:
+        return verdict  # its parse depends on the text after it
     if quoted and _prefix_decides(tag, pos):
         key = text[nearest:pos]
     elif key is None or not (
@@ -450,7 +459,7 @@ def _prefix_decides(tag: _Tag | None, pos: int) -> bool:
     then fixed, and the value runs to its closing quote, whichever URL it
     holds), unless the element is a <link> or <meta>, whose rel, property,
     name or http-equiv may follow the URL."""
-    if tag is None or tag.name == "link" or tag.name == "meta":
+    if tag is None or tag.loose or tag.name == "link" or tag.name == "meta":
         return False
     return any(span[0] == pos for span in tag.attributes.values())
 

@@ -163,3 +163,20 @@ def test_a_cache_warmed_by_other_documents_changes_nothing(others, syntax):
     for other in warming:
         rewrite(other, MAPPED, syntax, cache)
     assert rewrite(document, MAPPED, syntax, cache) == rewrite(document, MAPPED, syntax, _NoMemo())
+
+
+def test_a_tag_whose_quote_nothing_closes_teaches_the_memo_nothing():
+    # Read alone, '<img srcset="a.png 1x, http://...' has no closing quote:
+    # the value is read unquoted and the URL is no srcset candidate.  A later
+    # file where a quote does close it must not get that verdict from the
+    # memo (nor from one learned on a prefix whose earlier value is open).
+    unclosed = '<img srcset="a.png 1x, http://blog.example.com/b.png 2x >'
+    closed = unclosed + ' " alt="">'
+    open_alt = "<img alt='x src=\"http://blog.example.com/a.png\">"
+    closed_alt = open_alt + " '>"
+    for first, second in ((unclosed, closed), (open_alt, closed_alt)):
+        cache = {}
+        rewrite(first, RULES, "html", cache)
+        assert rewrite(second, RULES, "html", cache) == rewrite(second, RULES, "html", _NoMemo())
+    assert "https://" in rewrite(closed, RULES, "html").text
+    assert "https://" not in rewrite(closed_alt, RULES, "html").text
