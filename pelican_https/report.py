@@ -10,10 +10,11 @@ telling which source content file a URL came from.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Callable
+from operator import itemgetter
+from typing import Callable, NamedTuple
 from urllib.parse import urlsplit
 
 from .rewrite import SUBRESOURCE, Finding, RewriteResult
@@ -35,8 +36,10 @@ def kind_of(finding: Finding) -> str:
     return OTHER_LINKS
 
 
-@dataclass(frozen=True)
-class Remaining:
+class Remaining(NamedTuple):
+    """One insecure URL left in the output.  (A named tuple: a big site has
+    thousands, and a frozen dataclass is several times slower to create.)"""
+
     output: str        # output file, relative to OUTPUT_PATH, "/"-separated
     line: int
     url: str
@@ -55,13 +58,20 @@ class Collector:
     contents_scanned: int = 0
     contents_changed: int = 0
     content_urls_upgraded: int = 0  # once per content object
-    _found: list[tuple[str, Finding]] = field(default_factory=list)
+    # output file -> its findings, in the order added (a list per file, not
+    # a tuple per finding: the report sorts files, not findings)
+    _found: dict[str, list[Finding]] = field(default_factory=dict)
 
     def add(self, output: str, result: RewriteResult, changed: bool) -> None:
         self.files_scanned += 1
         self.files_changed += changed
         self.urls_upgraded += result.upgraded
-        self._found.extend((output, finding) for finding in result.insecure)
+        if result.insecure:
+            found = self._found.get(output)
+            if found is None:
+                self._found[output] = list(result.insecure)
+            else:
+                found.extend(result.insecure)
 
     def add_content(self, upgraded: int) -> None:
         """One content object's HTML fields, rewritten before rendering.  Its
@@ -74,12 +84,16 @@ class Collector:
     def report(self, source_of: SourceOf, siteurl: str | None = None,
                siteurl_insecure: bool = False, seconds: float = 0.0) -> "Report":
         remaining: dict[str, list[Remaining]] = {kind: [] for kind in KINDS}
-        for output, finding in sorted(self._found, key=lambda f: (f[0], f[1].line)):
-            kind = kind_of(finding)
-            source = source_of(output, finding.url) if kind != OTHER_LINKS else None
-            remaining[kind].append(
-                Remaining(output, finding.line, finding.url, finding.where, source)
-            )
+        by_line = itemgetter(4)  # Finding.line
+        for output in sorted(self._found):
+            # ordered by (output, line); a file's findings come in text order,
+            # so the stable sort only matters for a file added twice
+            for finding in sorted(self._found[output], key=by_line):
+                kind = kind_of(finding)
+                source = source_of(output, finding.url) if kind != OTHER_LINKS else None
+                remaining[kind].append(
+                    Remaining(output, finding.line, finding.url, finding.where, source)
+                )
         return Report(self.files_scanned, self.files_changed, self.urls_upgraded,
                       remaining, siteurl, siteurl_insecure, seconds,
                       self.contents_scanned, self.contents_changed,
@@ -159,15 +173,29 @@ class Report:
         encode = json.JSONEncoder(ensure_ascii=False).encode
         lists = []
         for kind in KINDS:
-            items = ",\n".join(f"    {encode(item.__dict__)}" for item in self.remaining[kind])
+            items = ",\n".join(f"    {encode(item._asdict())}" for item in self.remaining[kind])
             lists.append(f'  "{kind}": [\n{items}\n  ]' if items else f'  "{kind}": []')
         return summary[:-2] + ",\n" + ",\n".join(lists) + "\n}\n"
 
 
-@lru_cache(maxsize=4096)
+_AUTHORITY_PART = re.compile(r"[^/?#]*(?://[^/?#]*)?")  # "http://host:port"
+_hosts: dict[str, str] = {}
+
+
 def _host_of(url: str) -> str:
-    # memoized: the same external links recur on every listing page and feed
-    return urlsplit(url).hostname or "?"
+    # The host is a function of the URL up to its path: memoized by that
+    # part, as a site links to many pages of the same few hosts.
+    authority = _AUTHORITY_PART.match(url).group()
+    host = _hosts.get(authority)
+    if host is None:
+        try:
+            host = urlsplit(authority).hostname or "?"
+        except ValueError:  # "http://[oops/": no valid host
+            host = "?"
+        if len(_hosts) > 100_000:
+            _hosts.clear()
+        _hosts[authority] = host
+    return host
 
 
 def _items(items: list[Remaining], max_items: int) -> list[str]:

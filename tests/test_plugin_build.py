@@ -271,3 +271,17 @@ def test_text_report_lists_at_most_max_items_per_kind():
         "https: 0 http links to own hosts remain",
         "https: 0 http links to other hosts remain",
     ]
+
+
+def test_report_names_no_host_for_a_url_whose_host_cannot_be_parsed():
+    # urlsplit raises ValueError on "http://[oops/": the report must not crash
+    from pelican_https.report import Collector
+    from pelican_https.rewrite import Rules, rewrite
+
+    collector = Collector()
+    page = '<a href="http://[oops/x">x</a>\n<a href="http://example.net:8080/a?b#c">y</a>\n'
+    collector.add("page.html", rewrite(page, Rules(own_hosts=frozenset()), "html"), False)
+    report = collector.report(lambda output, url: None)
+    assert report.text_lines()[-1] == "https: 2 http links to other hosts remain (? 1, example.net 1)"
+    assert json.loads(report.to_json())["other_links"][0] == {
+        "output": "page.html", "line": 1, "url": "http://[oops/x", "where": "a href", "source": None}
