@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import certificates, lock, nginx, verify
@@ -70,21 +71,24 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
 def _deploy_locked(conn, remote, deploy_lock: lock.DeployLock, settings: DeploySettings, held: lock.Held, local,
                    force_renew: bool) -> DeployResult:
     release_id, staged = None, None
-    if local is not None:
-        from . import upload
-        progress = upload.ProgressBar()
-        try:
-            staged = upload.deliver(remote, settings, held.probe_output, local.result(), progress)
-        finally:
-            progress.finish()
-        log.info("%s", staged.summary())
-        release_id = staged.release_id
-
     if force_renew:  # an order will come: load the ACME machinery during the next round trips
         certificates.preload_acme()
-    version = nginx.read_version(conn, settings)
-    # One SSH round trip (plus the CA's renewal info when it offers ARI); decide() is pure.
-    cert_check = certificates.check(conn, settings, dt.datetime.now(dt.timezone.utc), force=force_renew)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="look") as pool:
+        # Read-only and under the lock, so they run at the same time, on sessions of Fabric's
+        # connection, while the release travels over OpenSSH: nginx's version, and the
+        # certificate check (one SSH round trip, plus the CA's renewal info when it offers ARI).
+        version_future = pool.submit(nginx.read_version, conn, settings)
+        check_future = pool.submit(certificates.check, conn, settings, dt.datetime.now(dt.timezone.utc), force=force_renew)
+        if local is not None:
+            from . import upload
+            progress = upload.ProgressBar()
+            try:
+                staged = upload.deliver(remote, settings, held.probe_output, local.result(), progress)
+            finally:
+                progress.finish()
+            log.info("%s", staged.summary())
+            release_id = staged.release_id
+        version, cert_check = version_future.result(), check_future.result()
     installed, decision = cert_check.installed, cert_check.decision
     log.info("certificate: %s", decision.reason)
 
