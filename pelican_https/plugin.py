@@ -108,7 +108,9 @@ class _Build:
             nonlocal upgraded
             if not isinstance(text, str):
                 return text
-            result = rewrite(text, self.rules, "html", self.verdicts)
+            # lines=False: only the URLs are kept (the output files report
+            # them, with their lines)
+            result = rewrite(text, self.rules, "html", self.verdicts, lines=False)
             upgraded += result.upgraded
             insecure.update(finding.url for finding in result.insecure)
             return result.text

@@ -75,8 +75,9 @@ class Finding(NamedTuple):
     line: int    # 1-based line in the output file
 
 
-@dataclass(frozen=True)
-class RewriteResult:
+class RewriteResult(NamedTuple):
+    """(A named tuple: one per file and per content object.)"""
+
     text: str
     upgraded: int
     insecure: list[Finding]
@@ -92,16 +93,23 @@ class RewriteResult:
 _AUTHORITY = re.compile(
     r"(?:[^\s/\\?#\"'<>()@&\[\]]*+@)?([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*(?![\w.~%:-]))?"
 )
+# The host alone: where the character after it can start no userinfo
+# ("@") nor port (":"), and continue no userinfo (";", ","), it is the host
+# _AUTHORITY finds, without _AUTHORITY's second pass over it.
+_HOST = re.compile(r"[^\s/\\?#\"'<>()@&:;,\[\]]*")
+_AFTER_HOST_MAYBE_MORE = frozenset("@:;,")
 _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 
 
-def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> RewriteResult:
+def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
+            lines: bool = True) -> RewriteResult:
     """Upgrade the followed http URLs of ``text`` (html, xml, css or json).
 
     ``cache`` (optional, any dict, shared across the files of a build) memoizes
     verdicts by the text they depend on: the text from a tag's "<" up to a
     URL that starts a quoted value (``<a href="``: the same in every article),
     else the whole tag.  Tags recur across pages, listings and feeds.
+    ``lines=False``: the findings' lines are not counted (all 0).
     """
     candidates = _candidates(text)
     if not candidates:  # most files of a site that is already https
@@ -118,12 +126,39 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> 
     suffixes = rules.upgrade_suffixes
     host_map = rules.host_map
     match_authority = _AUTHORITY.match
+    match_host = _HOST.match
+    html = syntax == "html"
+    memo = doc.cache.get
+    rfind = text.rfind
+    find = text.find
     for start, after in candidates:
-        context = classify(doc, start, after - start > 7)
+        # The common case of _classify_html, inline (one call less per URL):
+        # an http:// URL that starts a quoted value, its verdict memoized by
+        # the text from its tag's "<" (see _html_context).
+        context = _MISS
+        if html and after - start == 7:
+            nearest = rfind("<", 0, start)
+            if nearest >= 0 and start - nearest < 2048:
+                quote = text[start - 1]
+                if quote == '"' or quote == "'":
+                    context = memo(text[nearest:start], _MISS)
+                    if context is not _MISS:
+                        if find(quote, start) < 0:
+                            context = _MISS
+                        elif context is not None and doc.in_comment(start):
+                            context = None
+        if context is _MISS:
+            context = classify(doc, start, after - start > 7)
         if context is None:
             continue  # prose, code sample, comment, identifier attribute...
-        authority = match_authority(text, after)
-        host = authority.group(1).lower()
+        authority = match_host(text, after)
+        end = authority.end()
+        if text[end:end + 1] in _AFTER_HOST_MAYBE_MORE:
+            authority = match_authority(text, after)
+            host_group = 1
+        else:
+            host_group = 0  # no userinfo, no port
+        host = authority.group(host_group).lower()
         if rewriting and (host in exact or (suffixes and rules.upgradable(host))):
             upgraded += 1
             append(text[copied_to:start + 4])
@@ -131,10 +166,10 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> 
             copied_to = start + 4
             new_host = host_map.get(host) if host_map else None
             if new_host is not None:
-                append(text[copied_to:authority.start(1)])
+                append(text[copied_to:authority.start(host_group)])
                 append(new_host)
-                copied_to = authority.end(1)
-            if authority.group(2) == ":80":
+                copied_to = authority.end(host_group)
+            if host_group and authority.group(2) == ":80":
                 append(text[copied_to:authority.start(2)])
                 copied_to = authority.end(2)
         else:
@@ -148,6 +183,9 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None) -> 
         text_out = "".join(pieces)
     else:
         text_out = text
+    if not lines:
+        return RewriteResult(text_out, upgraded, [Finding(url, kind, own, where, 0)
+                                                  for _, url, kind, own, where in insecure])
     return RewriteResult(text_out, upgraded, _with_lines(text, insecure))
 
 
@@ -155,12 +193,15 @@ def _candidates(text: str) -> list[tuple[int, int]]:
     """(start of "http", end of "://") of each http URL start, in order.
 
     str.find of the literal "p://" skips https:// at C speed; the rarer
-    upper-case "P://" and JSON's ":\\/\\/" cost one more scan each."""
+    upper-case "P://" costs one more scan, and JSON's ":\\/\\/" one more
+    only in a text that has a backslash."""
     find = text.find
     startswith = text.startswith
     found: list[tuple[int, int]] = []
     append = found.append
     for separator, scheme_end in (("p://", 1), ("P://", 1), (":\\/\\/", 0)):
+        if scheme_end == 0 and "\\" not in text:
+            break  # no backslash at all: one character is found much faster
         at = find(separator)
         if at < 0:
             continue

@@ -11,8 +11,13 @@ builds with that version, so both are timed in the same runs.
 (a) The plugin's share of Pelican's build wall time: the generated site is
     built with PLUGINS=["pelican_https"] and without, alternately, each build
     a fresh ``pelican`` process on an emptied output directory; medians.
-    The plugin also times itself (seconds spent in its own code, from its
-    JSON report): a second, less noisy estimate of the same share.
+    The added share is compared with the noise of the runs (half the spread
+    of the per-run differences, with minus without): a difference inside it
+    is reported as below noise, not as a measured share.  The plugin also
+    times itself (CPU seconds spent in its own code, from its JSON report):
+    a second, far less noisy estimate of the same share, reported as a share
+    of the build's CPU time without the plugin.  The load average is printed
+    before and after: on a busy machine, trust the CPU figures.
 (b) The plugin's pass vs a BeautifulSoup parse-and-reserialize pass over the
     same output (the files of the build without the plugin, in memory; the
     BeautifulSoup pass upgrades the same attributes with html.parser).
@@ -117,6 +122,27 @@ def beautifulsoup_pass(files) -> tuple[float, int]:
     return time.process_time() - started, upgraded
 
 
+def _added(without: list[float], with_: list[float]) -> str:
+    """The added share of the medians, or "below noise" when the per-run
+    differences (runs are interleaved: run i of each is a pair) spread wider
+    than the median difference."""
+    base = statistics.median(without)
+    differences = [b - a for a, b in zip(without, with_)]
+    added = statistics.median(differences)
+    noise = (max(differences) - min(differences)) / 2
+    shown = (f"added {added:+.2f} s = {100 * added / base:+.2f} % "
+             f"(noise +/- {100 * noise / base:.2f} %, median of {len(differences)} paired runs)")
+    if len(differences) < 2:
+        return shown + ": one run, no noise estimate"
+    if abs(added) <= noise:
+        return shown + ": below noise, no share measured"
+    return shown
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the https rewriter.")
     parser.add_argument("--articles", type=int, default=2000)
@@ -127,6 +153,7 @@ def main() -> None:
                         "pelican_https, built in the same runs")
     args = parser.parse_args()
 
+    print(f"load average before: {_load()}")
     workdir = args.workdir or tempfile.mkdtemp(prefix="https-bench-")
     site = os.path.join(workdir, "site")
     generate(site, args.articles)
@@ -157,10 +184,9 @@ def main() -> None:
               f"{report['urls_upgraded']} URLs upgraded)")
     median = statistics.median
     print(f"(a) wall: build without plugin median {median(plain):.2f} s, with {median(with_plugin):.2f} s: "
-          f"added share {100 * (median(with_plugin) - median(plain)) / median(plain):+.2f} % "
-          f"(goal <= 2 %)")
+          f"{_added(plain, with_plugin)} (goal <= 2 %)")
     print(f"    CPU:  without {median(plain_cpu):.2f} s, with {median(with_cpu):.2f} s: "
-          f"added share {100 * (median(with_cpu) - median(plain_cpu)) / median(plain_cpu):+.2f} %")
+          f"{_added(plain_cpu, with_cpu)}")
     print(f"    plugin's own CPU time (it times itself): median {median(inside):.3f} s = "
           f"{100 * median(inside) / median(plain_cpu):.2f} % of the build's CPU without it")
     if args.baseline:
@@ -171,6 +197,7 @@ def main() -> None:
               f"plugin's own CPU median {median(base_inside):.3f} s = "
               f"{100 * median(base_inside) / median(plain_cpu):.2f} %")
     print("    (CPU times are robust to other load on the machine; wall times are not)")
+    print(f"load average after the builds: {_load()}")
 
     if args.skip_soup:
         return
