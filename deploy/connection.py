@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import socket
 import threading
+import time
 from typing import IO, Sequence
 
 import paramiko
@@ -84,17 +85,21 @@ def shell(conn: Connection, script: str, *, stdin: IO[bytes] | None = None, what
 
 
 def _drain(channel: paramiko.Channel) -> tuple[str, str]:
+    """Both output streams, to the channel's EOF. Not to the exit status: sshd may send that
+    before the last of the output (seen with several sessions at once on a busy machine)."""
     out, err = bytearray(), bytearray()
     while True:
         if channel.recv_ready():
             out += channel.recv(1 << 16)
         elif channel.recv_stderr_ready():
             err += channel.recv_stderr(1 << 16)
-        elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+        elif channel.eof_received or channel.closed:
             break
+        elif channel.exit_status_ready():
+            time.sleep(0.001)  # the EOF is on its way
         else:
-            channel.status_event.wait(0.01)
-    # Anything that arrived between the last check and the exit status.
+            channel.status_event.wait(0.01)  # set by the exit status (or the channel's close)
+    # Anything that arrived together with the EOF.
     while channel.recv_ready():
         out += channel.recv(1 << 16)
     while channel.recv_stderr_ready():
