@@ -29,7 +29,7 @@ from pelican.writers import Writer
 
 from . import settings as https_settings
 from .report import Collector, Report
-from .rewrite import Rules, rewrite, syntax_for
+from .rewrite import Fragment, Rules, rewrite, syntax_for
 
 logger = logging.getLogger(__name__)
 # The end-of-build report: Pelican's loggers drop a message already logged in
@@ -66,6 +66,10 @@ class _Build:
         # self.contents), and a content source of each such URL: the first
         # by name, as Pelican's reading order changes from run to run
         self.content_insecure: dict[int, frozenset[str]] = {}
+        # each content object's rewritten HTML and the http URLs left in it
+        # (by id): its own page shows that HTML verbatim, and is scanned
+        # around it (see rewrite.Fragment)
+        self.fragments: dict[int, Fragment] = {}
         self.insecure_source: dict[str, str] = {}
         self.seconds = 0.0  # CPU time spent in this plugin, for the report
         self.verdicts: dict = {}  # rewrite()'s memo, shared by all files
@@ -76,13 +80,15 @@ class _Build:
         """Output path relative to OUTPUT_PATH, "/"-separated."""
         return _relative(path, self.output_path)
 
-    def rewrite_text(self, path: str, text: str) -> str:
-        """Rewrite one output file's text (``path`` absolute); record its findings."""
+    def rewrite_text(self, path: str, text: str, content=None) -> str:
+        """Rewrite one output file's text (``path`` absolute; ``content``: the
+        article or page it shows, if any); record its findings."""
         syntax = syntax_for(path)
         if syntax is None or path in self.handled:
             return text
         self.handled.add(path)
-        result = rewrite(text, self.rules, syntax, self.verdicts)
+        fragment = self.fragments.get(id(content)) if content is not None else None
+        result = rewrite(text, self.rules, syntax, self.verdicts, fragment=fragment)
         changed = result.text is not text and result.text != text
         self.collector.add(self.relative(path), result, changed)
         return result.text
@@ -104,18 +110,21 @@ class _Build:
         upgraded = 0
         insecure: set[str] = set()
 
-        def rewritten(text):
+        def rewritten(text, as_fragment=False):
             nonlocal upgraded
             if not isinstance(text, str):
                 return text
             # lines=False: only the URLs are kept (the output files report
             # them, with their lines)
-            result = rewrite(text, self.rules, "html", self.verdicts, lines=False)
+            result = rewrite(text, self.rules, "html", self.verdicts, lines=False,
+                             as_fragment=as_fragment)
             upgraded += result.upgraded
             insecure.update(finding.url for finding in result.insecure)
+            if result.fragment is not None:
+                self.fragments[id(content)] = result.fragment
             return result.text
 
-        content._content = rewritten(getattr(content, "_content", None))
+        content._content = rewritten(getattr(content, "_content", None), as_fragment=True)
         metadata = getattr(content, "metadata", None) or {}
         for key in self.formatted_fields:
             if not isinstance(metadata.get(key), str):
@@ -216,10 +225,11 @@ class _RewriteOnClose(io.StringIO):
     collects the text (a ``TextIOBase``, so feed XML arrives as str too) and
     writes the rewritten text on close."""
 
-    def __init__(self, file, path: str):
+    def __init__(self, file, path: str, content=None):
         super().__init__()
         self._file = file
         self._path = os.path.abspath(path)
+        self._content = content  # the article or page this file shows
 
     def close(self) -> None:
         if self.closed:
@@ -230,7 +240,7 @@ class _RewriteOnClose(io.StringIO):
             build = _build
             if build is not None:
                 started = _cpu_time()
-                text = build.rewrite_text(self._path, text)
+                text = build.rewrite_text(self._path, text, self._content)
                 build.seconds += _cpu_time() - started
             self._file.write(text)
 
@@ -238,11 +248,20 @@ class _RewriteOnClose(io.StringIO):
 class RewritingWriter(Writer):
     """Pelican's Writer, rewriting every page and feed in memory."""
 
+    _showing = None  # the article or page of the write_file call under way
+
+    def write_file(self, name, template, context, *args, **kwargs):
+        self._showing = kwargs.get("article") or kwargs.get("page")
+        try:
+            return super().write_file(name, template, context, *args, **kwargs)
+        finally:
+            self._showing = None
+
     def _open_w(self, filename, encoding, override=False):
         file = super()._open_w(filename, encoding, override)
         if filename == os.devnull or _build is None:
             return file
-        return _RewriteOnClose(file, filename)
+        return _RewriteOnClose(file, filename, self._showing)
 
 
 # -- receivers (module level: Pelican's signals hold weak references) -------

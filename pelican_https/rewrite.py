@@ -75,12 +75,31 @@ class Finding(NamedTuple):
     line: int    # 1-based line in the output file
 
 
+class Fragment(NamedTuple):
+    """A rewritten piece of HTML (an article's content) and the http URLs
+    left in it, for the page that shows it verbatim: there the fragment is
+    not scanned again, and each URL whose verdict depended on the fragment
+    alone takes its outcome from here instead of being classified again.
+
+    ``outcomes``: offset in ``text`` -> None (nothing to report) or (url,
+    kind, own, where) of a URL left insecure, for URLs whose verdict, host
+    and URL text depend on no text outside the fragment (a "<" of the
+    fragment opens their complete tag: see ``_Doc.local``).  ``others``:
+    (offset, end of its "://") of every other http URL start: classified in
+    the page as usual."""
+
+    text: str
+    outcomes: dict
+    others: list
+
+
 class RewriteResult(NamedTuple):
     """(A named tuple: one per file and per content object.)"""
 
     text: str
     upgraded: int
     insecure: list[Finding]
+    fragment: Fragment | None = None  # with rewrite(..., as_fragment=True)
 
 
 # -- the candidate scan -----------------------------------------------------
@@ -102,7 +121,8 @@ _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 
 
 def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
-            lines: bool = True) -> RewriteResult:
+            lines: bool = True, *, fragment: Fragment | None = None,
+            as_fragment: bool = False) -> RewriteResult:
     """Upgrade the followed http URLs of ``text`` (html, xml, css or json).
 
     ``cache`` (optional, any dict, shared across the files of a build) memoizes
@@ -110,10 +130,33 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     URL that starts a quoted value (``<a href="``: the same in every article),
     else the whole tag.  Tags recur across pages, listings and feeds.
     ``lines=False``: the findings' lines are not counted (all 0).
+
+    ``as_fragment`` (html): the result also carries a ``Fragment`` of the
+    rewritten text (None when none can be made: no http URL left, a host
+    map, a text that does not end with a tag).  ``fragment`` (html): such a
+    fragment, perhaps shown verbatim in ``text``: where it is, outside a
+    comment, it is not scanned again and its URLs' outcomes are taken from
+    it.  Either way the result is the same as without them.
     """
-    candidates = _candidates(text)
+    html = syntax == "html"
+    lo = hi = -1  # the span of ``fragment`` in ``text``
+    if fragment is not None and html:
+        lo = _fragment_at(text, fragment.text)
+    if lo >= 0:
+        hi = lo + len(fragment.text)
+        known = fragment.outcomes
+        candidates = _candidates_around(text, lo, hi, fragment.others, known)
+    else:
+        candidates = _candidates(text)
     if not candidates:  # most files of a site that is already https
         return RewriteResult(text, 0, [])
+    # A fragment's URLs are those of the rewritten text, at these offsets:
+    # without a host map, an upgrade makes no new http URL start.
+    keeping = (as_fragment and html and not rules.host_map
+               and text.rstrip().endswith(">"))  # every URL there ends inside
+    outcomes: dict = {}
+    others: list = []
+    shift = 0  # text[i] lands at i + shift in the rewritten text
     classify = _CLASSIFIERS[syntax]
     pieces: list[str] = []
     append = pieces.append
@@ -127,15 +170,21 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     host_map = rules.host_map
     match_authority = _AUTHORITY.match
     match_host = _HOST.match
-    html = syntax == "html"
     memo = doc.cache.get
     rfind = text.rfind
     find = text.find
     for start, after in candidates:
+        if lo <= start < hi:
+            outcome = known.get(start - lo, _MISS)
+            if outcome is not _MISS:  # as found in the fragment
+                if outcome is not None:
+                    insecure.append((start, *outcome))
+                continue
         # The common case of _classify_html, inline (one call less per URL):
         # an http:// URL that starts a quoted value, its verdict memoized by
         # the text from its tag's "<" (see _html_context).
         context = _MISS
+        local = True  # a memoized verdict depends on the text from "<" on
         if html and after - start == 7:
             nearest = rfind("<", 0, start)
             if nearest >= 0 and start - nearest < 2048:
@@ -149,7 +198,13 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
                             context = None
         if context is _MISS:
             context = classify(doc, start, after - start > 7)
+            local = doc.local
         if context is None:
+            if keeping:
+                if local:
+                    outcomes[start + shift] = None
+                else:
+                    others.append((start + shift, after + shift))
             continue  # prose, code sample, comment, identifier attribute...
         authority = match_host(text, after)
         end = authority.end()
@@ -164,6 +219,7 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
             append(text[copied_to:start + 4])
             append("S" if text[start + 3] == "P" else "s")
             copied_to = start + 4
+            shift += 1
             new_host = host_map.get(host) if host_map else None
             if new_host is not None:
                 append(text[copied_to:authority.start(host_group)])
@@ -172,25 +228,72 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
             if host_group and authority.group(2) == ":80":
                 append(text[copied_to:authority.start(2)])
                 copied_to = authority.end(2)
+                shift -= 3
         else:
             kind, where = context
             own = rules.is_own(host)
             if kind == DATA and not own:
-                continue
-            insecure.append((start, _url_at(text, start), kind, own, where))
+                outcome = None
+            else:
+                outcome = (_url_at(text, start), kind, own, where)
+                insecure.append((start, *outcome))
+            if keeping:
+                if local:
+                    outcomes[start + shift] = outcome
+                else:
+                    others.append((start + shift, after + shift))
     if copied_to:
         append(text[copied_to:])
         text_out = "".join(pieces)
     else:
         text_out = text
+    made = Fragment(text_out, outcomes, others) if keeping and (outcomes or others) else None
     if not lines:
         return RewriteResult(text_out, upgraded, [Finding(url, kind, own, where, 0)
-                                                  for _, url, kind, own, where in insecure])
-    return RewriteResult(text_out, upgraded, _with_lines(text, insecure))
+                                                  for _, url, kind, own, where in insecure],
+                             made)
+    return RewriteResult(text_out, upgraded, _with_lines(text, insecure), made)
 
 
-def _candidates(text: str) -> list[tuple[int, int]]:
-    """(start of "http", end of "://") of each http URL start, in order.
+def _fragment_at(text: str, fragment: str) -> int:
+    """Where ``fragment`` first appears in ``text`` (looked for by its first
+    characters, then compared whole), or -1 if nowhere or inside a comment
+    (one opened before it makes its URLs comment; one that opens inside it
+    is the fragment's own)."""
+    probe = fragment[:64]
+    at = text.find(probe) if probe else -1
+    for _ in range(3):
+        if at < 0 or text.startswith(fragment, at):
+            break
+        at = text.find(probe, at + 1)
+    else:
+        return -1
+    if at < 0:
+        return -1
+    opened = text.rfind("<!--", 0, at + 3)  # + 3: one that straddles its start
+    if opened >= 0:
+        closed = text.find("-->", opened + 4)
+        if closed < 0 or closed + 3 > at:
+            return -1
+    return at
+
+
+def _candidates_around(text: str, lo: int, hi: int, others: list, known: dict):
+    """_candidates(text) where text[lo:hi] is a fragment whose URL starts are
+    known: only the text around it is scanned."""
+    before = [c for c in _candidates(text, 0, lo + 8) if c[0] < lo]  # + 8: "http:\/\/" from before lo
+    inside = sorted([(lo + offset, lo + offset + 7) for offset in known]
+                    + [(lo + offset, lo + after) for offset, after in others])
+    after = _candidates(text, hi)
+    found = before + inside + after
+    if inside and after and after[0][0] < inside[-1][0]:
+        found.sort()
+    return found
+
+
+def _candidates(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int, int]]:
+    """(start of "http", end of "://") of each http URL start, in order (of
+    those whose separator lies in text[lo:hi]).
 
     str.find of the literal "p://" skips https:// at C speed; the rarer
     upper-case "P://" costs one more scan, and JSON's ":\\/\\/" one more
@@ -199,10 +302,12 @@ def _candidates(text: str) -> list[tuple[int, int]]:
     startswith = text.startswith
     found: list[tuple[int, int]] = []
     append = found.append
+    if hi is None:
+        hi = len(text)
     for separator, scheme_end in (("p://", 1), ("P://", 1), (":\\/\\/", 0)):
-        if scheme_end == 0 and "\\" not in text:
+        if scheme_end == 0 and text.find("\\", lo, hi) < 0:
             break  # no backslash at all: one character is found much faster
-        at = find(separator)
+        at = find(separator, lo, hi)
         if at < 0:
             continue
         unsorted = bool(found)
@@ -212,7 +317,7 @@ def _candidates(text: str) -> list[tuple[int, int]]:
             if start >= 0 and (startswith("http", start)
                                or text[start:start + 4].lower() == "http"):
                 append((start, at + length))
-            at = find(separator, at + length)
+            at = find(separator, at + length, hi)
         if unsorted:
             found.sort()
     return found
@@ -241,13 +346,19 @@ def _with_lines(text, found) -> list[Finding]:
 class _Doc:
     """The text being scanned, with facts computed once and only if needed."""
 
-    __slots__ = ("text", "cache", "syntax", "last_url", "_comments", "_lt_before", "_lt_at")
+    __slots__ = ("text", "cache", "syntax", "last_url", "local", "_comments", "_lt_before",
+                 "_lt_at")
 
     def __init__(self, text: str, cache: dict, syntax: str = "html", last_url: int | None = None):
         self.text = text
         self.cache = cache
         self.syntax = syntax
         self.last_url = len(text) if last_url is None else last_url  # no URL after this
+        # set by each html verdict: True when it depends on no text before
+        # the "<" that opens the URL's tag nor after that tag's end (the tag
+        # is complete and its parse fixed), so it holds wherever this text
+        # reappears verbatim outside a comment (see Fragment)
+        self.local = False
         self._comments = None  # sorted (start, end) of every comment before last_url
         self._lt_before = 0    # the last "<" before this position is at _lt_at
         self._lt_at = -1
@@ -456,7 +567,10 @@ def _html_context(doc: _Doc, pos: int, escaped_slashes: bool):
     nearest = text.rfind("<", 0, pos)
     if nearest < 0 or escaped_slashes or pos - nearest >= 2048:
         at, tag = _tag_before(text, pos)
+        # escaped slashes: JSON in a <script> opened anywhere before
+        doc.local = not escaped_slashes and at >= 0 and _fixed(tag)
         return _html_verdict(text, pos, escaped_slashes, tag)
+    doc.local = True  # a memoized verdict is a function of text from "<" on
     # Most URLs start a quoted attribute value (<a href=", <img src=").  Then
     # the verdict is a function of the text from the tag's "<" to the URL,
     # the same for every article (see _prefix_decides): memoize it by that.
@@ -477,6 +591,7 @@ def _html_context(doc: _Doc, pos: int, escaped_slashes: bool):
             return verdict
     at, tag = _tag_before(text, pos)
     verdict = _html_verdict(text, pos, escaped_slashes, tag)
+    doc.local = at >= 0 and _fixed(tag)
     if at != nearest:
         return verdict  # a "<" inside a value: the verdict looked further back
     if tag is not None and tag.loose:
@@ -503,6 +618,12 @@ def _prefix_decides(tag: _Tag | None, pos: int) -> bool:
     if tag is None or tag.loose or tag.name == "link" or tag.name == "meta":
         return False
     return any(span[0] == pos for span in tag.attributes.values())
+
+
+def _fixed(tag: _Tag | None) -> bool:
+    """Whether a tag's parse depends on its own text only (or there is no
+    tag: the "<" opens an end tag, a comment or a declaration)."""
+    return tag is None or (tag.end is not None and not tag.loose)
 
 
 def _html_verdict(text: str, pos: int, escaped_slashes: bool, tag):

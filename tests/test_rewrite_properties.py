@@ -195,3 +195,61 @@ def test_the_host_shortcut_finds_the_host_the_authority_pattern_finds(rest):
         return
     authority = _AUTHORITY.match(rest)
     assert (authority.span(1), authority.group(2)) == (host.span(), None)
+
+
+# -- a fragment (an article's content) shown verbatim in a page ---------------
+
+AUDIT = Rules(own_hosts=frozenset(OWN), upgrade_hosts=frozenset(UPGRADE), rewrite=False)
+SUFFIXES = Rules(own_hosts=frozenset(OWN), upgrade_suffixes=(".example.io",))
+# what a template may put right before the content: the fragment's URLs must
+# get the verdict they get there (comment, <script>, <style>, open tag...)
+openers = st.sampled_from([
+    "", "<div class=\"entry-content\">", "<!-- a comment -->\n", "<!-- open ", "<!-",
+    "<script>", "<script type=\"application/ld+json\">", "<style>", "<a href=\"",
+    "<img alt='", "<p title=\"a < b\">", "x < y ", "</p>", "htt", "http:", "http:\\",
+])
+endings = st.sampled_from(["", "</p>", "</div>\n", ">", " -->", "\"", "'"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(documents, documents, documents, openers, endings, st.sampled_from([RULES, AUDIT, SUFFIXES]))
+def test_a_fragment_reused_in_a_page_gives_what_a_full_scan_gives(
+        content, before, after, opener, ending, rules):
+    # The content pass rewrites an article's content once and keeps its URLs'
+    # outcomes; the article's page shows that text verbatim and takes them
+    # from there.  Whatever surrounds it, the page's result must be exactly
+    # what scanning the whole page without any memo gives.
+    cache = {}
+    first = rewrite(content + ending, rules, "html", cache, as_fragment=True)
+    page = before + opener + first.text + after
+    expected = rewrite(page, rules, "html", _NoMemo())
+    assert rewrite(page, rules, "html", cache, fragment=first.fragment) == expected
+    if first.fragment is not None:
+        assert first.fragment.text == first.text
+
+
+def test_a_fragment_is_taken_from_the_page_where_it_is_outside_a_comment():
+    from pelican_https.rewrite import _fragment_at
+
+    content = ('<p><a href="http://x.example.io/a">a</a> <img src="http://blog.example.com/i.png">'
+               ' <code>http://x.example.io/c</code></p>')
+    first = rewrite(content, RULES, "html", as_fragment=True)
+    assert first.upgraded == 1
+    assert list(first.fragment.outcomes.values()) == [  # in text order
+        ("http://x.example.io/a", "link", False, "a href"), None]
+    page = f'<html><!-- head -->\n<div class="entry-content">\n{first.text}\n</div>\n</html>'
+    assert _fragment_at(page, first.fragment.text) == page.index(first.text)
+    reused = rewrite(page, RULES, "html", fragment=first.fragment)
+    assert reused == rewrite(page, RULES, "html")
+    assert [(f.url, f.line) for f in reused.insecure] == [("http://x.example.io/a", 3)]
+    in_comment = page.replace("<!-- head -->", "<!-- head")
+    assert _fragment_at(in_comment, first.fragment.text) == -1
+    assert rewrite(in_comment, RULES, "html", fragment=first.fragment).insecure == []
+
+
+def test_no_fragment_with_a_host_map_or_from_text_that_ends_inside_a_tag():
+    content = '<a href="http://x.example.io/a">a</a>'
+    assert rewrite(content, RULES, "html", as_fragment=True).fragment is not None
+    assert rewrite(content, MAPPED, "html", as_fragment=True).fragment is None
+    assert rewrite(content + '<img src="a', RULES, "html", as_fragment=True).fragment is None
+    assert rewrite(content, RULES, "xml", as_fragment=True).fragment is None
