@@ -188,6 +188,11 @@ def stop_sandbox(sb: Sandbox) -> None:
     for f in Path("/etc/sudoers.d").glob("pelican-https-*"):
         if f.is_file() and sb.ssh_user in f.read_text(errors="replace").split(" ", 1)[0]:
             f.unlink()
+    shutil.rmtree(authorized_keys_dir(sb), ignore_errors=True)
+    try:
+        authorized_keys_dir(sb).parent.rmdir()  # unless another sandbox still runs
+    except OSError:
+        pass
     shutil.rmtree(sb.root, ignore_errors=True)
 
 
@@ -227,6 +232,12 @@ def _start_acme(sb: Sandbox, acme_port: int, mgmt_port: int, dns_port: int, cts_
     _wait_for(lambda: _get(sb.acme_directory, sb.acme_ca_bundle), "Pebble", d / "pebble.log")
 
 
+def authorized_keys_dir(sb: Sandbox) -> Path:
+    """The deploy user's key, outside /tmp: StrictModes refuses key files below a world-writable
+    folder. (/etc/ssh, root's, 0755, as on a server; removed by ``stop_sandbox``.)"""
+    return Path("/etc/ssh/pelican-https-sandbox") / sb.root.name
+
+
 def _create_user(sb: Sandbox) -> None:
     home = sb.root / "home" / sb.ssh_user
     home.parent.mkdir(parents=True)
@@ -240,8 +251,8 @@ def _create_user(sb: Sandbox) -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     _write_private(sb.ssh_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    keys_dir = sb.root / "sshd" / "authorized_keys"
-    keys_dir.mkdir(parents=True)
+    keys_dir = authorized_keys_dir(sb)
+    keys_dir.mkdir(mode=0o755, parents=True)
     (keys_dir / sb.ssh_user).write_text(public + "\n")
 
 
@@ -253,11 +264,12 @@ def _start_sshd(sb: Sandbox) -> None:
     sb.known_hosts.write_text(f"[{sb.ssh_host}]:{sb.ssh_port} {host_public}\n")
     (d / "sshd_config").write_text("\n".join([
         f"Port {sb.ssh_port}", f"ListenAddress {sb.ssh_host}", f"HostKey {d / 'host_ed25519'}", f"PidFile {d / 'sshd.pid'}",
-        f"AuthorizedKeysFile {d / 'authorized_keys'}/%u", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        f"AuthorizedKeysFile {authorized_keys_dir(sb)}/%u", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "PermitRootLogin no", f"AllowUsers {sb.ssh_user}", "UsePAM no", "Subsystem sftp internal-sftp",
         "MaxStartups 50:30:100", "MaxSessions 50",
-        # StrictModes would refuse key files below /tmp (world-writable); ours are root-owned 0644.
-        "StrictModes no", "",
+        # sshd's defaults otherwise, StrictModes included: the key file's folders are root's, 0755.
+        # ClientAliveInterval as the README asks of a server: a vanished deploy frees its lock.
+        "StrictModes yes", "ClientAliveInterval 30", "",
     ]))
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     sb.pids["sshd"] = _spawn([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")], d / "sshd.out")

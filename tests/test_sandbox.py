@@ -8,7 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from deploy.sandbox import start_sandbox, stop_sandbox
+from deploy.sandbox import authorized_keys_dir, start_sandbox, stop_sandbox
 
 
 def _alive(pid: int) -> bool:
@@ -38,10 +38,14 @@ def test_start_gives_working_services_and_stop_removes_everything():
         pwd.getpwnam(sb.ssh_user)
         sudoers = [p for p in Path("/etc/sudoers.d").iterdir() if sb.ssh_user in p.name]
         assert sudoers
+        # sshd runs with StrictModes (its default): the key file is not below world-writable /tmp.
+        assert "StrictModes yes" in (sb.root / "sshd" / "sshd_config").read_text().splitlines()
+        assert (authorized_keys_dir(sb) / sb.ssh_user).is_file()
     finally:
         stop_sandbox(sb)
     assert not any(_alive(pid) for pid in pids.values())
     assert not sb.root.exists()
+    assert not authorized_keys_dir(sb).exists()
     assert not [p for p in Path("/etc/sudoers.d").iterdir() if sb.ssh_user in p.name]
     try:
         pwd.getpwnam(sb.ssh_user)
