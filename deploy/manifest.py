@@ -35,7 +35,7 @@ FILE_MODE, DIR_MODE, LINK_MODE = 0o644, 0o755, 0o777
 RELEASE_ID = re.compile(r"[0-9]{8}T[0-9]{12}Z")
 _ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
-# Already-compressed formats travel as they are: compressing them again costs CPU for nothing.
+# Already-compressed formats: gzip would crawl through them, so with gzip they travel as they are.
 COMPRESSED_SUFFIXES = frozenset(
     ".jpg .jpeg .png .gif .webp .avif .heic .ico .woff .woff2 .gz .tgz .zst .bz2 .xz .lz .7z .zip .rar "
     ".mp3 .mp4 .m4a .m4v .ogg .oga .ogv .opus .webm .mov .mkv .flac .pdf .epub .docx .xlsx .pptx .odt .br".split())
