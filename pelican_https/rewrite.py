@@ -152,8 +152,8 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
         return RewriteResult(text, 0, [])
     # A fragment's URLs are those of the rewritten text, at these offsets:
     # without a host map, an upgrade makes no new http URL start.
-    keeping = (as_fragment and html and not rules.host_map
-               and text.rstrip().endswith(">"))  # every URL there ends inside
+    keeping = (as_fragment and html and not rules.host_map  # every URL there ends inside:
+               and (text[-64:].rstrip() or text.rstrip()).endswith(">"))  # (no copy)
     outcomes: dict = {}
     others: list = []
     shift = 0  # text[i] lands at i + shift in the rewritten text
