@@ -285,3 +285,38 @@ def test_report_names_no_host_for_a_url_whose_host_cannot_be_parsed():
     assert report.text_lines()[-1] == "https: 2 http links to other hosts remain (? 1, example.net 1)"
     assert json.loads(report.to_json())["other_links"][0] == {
         "output": "page.html", "line": 1, "url": "http://[oops/x", "where": "a href", "source": None}
+
+
+def test_an_article_page_taken_around_its_content_reports_what_a_full_scan_reports(
+        site, caplog, monkeypatch, tmp_path):
+    # The content pass keeps each article's rewritten HTML with its URLs'
+    # outcomes; the article's page, which shows that HTML verbatim, is scanned
+    # around it.  (Not with a host map: the fixture's own settings have one,
+    # so its old host is listed as an own host here instead.)  Same report,
+    # JSON included, as a build whose pages are scanned whole.
+    import pelican_https.rewrite as rewrite_module
+
+    found = []
+    fragment_at = rewrite_module._fragment_at
+
+    def spy(text, fragment):
+        found.append(fragment_at(text, fragment))
+        return found[-1]
+
+    def reports(**overrides):
+        caplog.clear()
+        build(site, HTTPS_HOST_MAP={}, HTTPS_HOSTS=["www.blog.example.com", "old-blog.example.net"],
+              HTTPS_REPORT_PATH="report.json", **overrides)
+        report = json.loads((site / "report.json").read_text(encoding="utf-8"))
+        del report["cpu_seconds"]
+        return report_lines(caplog), report
+
+    monkeypatch.chdir(site)
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(rewrite_module, "_fragment_at", spy)
+    around = reports()
+    assert any(at >= 0 for at in found)  # the page of posts/first.md
+    monkeypatch.setattr(rewrite_module, "_fragment_at", lambda text, fragment: -1)
+    shutil.rmtree(site / "output")
+    assert reports() == around
+    assert "https:   first-post.html:45: img src http://tracker.example.io/pixel.gif (from posts/first.md)" in around[0]
