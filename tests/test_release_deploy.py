@@ -32,6 +32,16 @@ def own_blog(make_blog, name: str):
     return blog
 
 
+def deployed_with_short_lock_timeout(make_blog, name: str):
+    """A blog deployed once, whose next runs wait at most 1 s for the deploy lock."""
+    blog = own_blog(make_blog, name)
+    blog.build()
+    blog.fab("deploy")
+    with open(blog.path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_LOCK_TIMEOUT = 1\n")
+    return blog
+
+
 def fab_process(blog, *args: str, log: Path) -> subprocess.Popen:
     fab = Path(sys.executable).with_name("fab")
     return subprocess.Popen([str(fab), *args, "--settings", "sandboxconf.py"], cwd=blog.path, env=blog.env,
@@ -114,11 +124,7 @@ def test_two_deploys_at_once_take_turns(make_blog, tmp_path):
 
 
 def test_a_deploy_that_cannot_get_the_lock_fails_naming_the_holder(make_blog):
-    blog = own_blog(make_blog, "release-locked")
-    blog.build()
-    blog.fab("deploy")
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_LOCK_TIMEOUT = 1\n")
+    blog = deployed_with_short_lock_timeout(make_blog, "release-locked")
     settings = blog.settings()
     before = live_id(settings)
     (blog.path / "output" / "index.html").write_text("<p>never live</p>")
@@ -205,11 +211,7 @@ def test_renew_takes_the_same_lock_on_its_one_connection(make_blog, tmp_path):
     killed while holding it frees it for the next one."""
     from deploy.connection import ChannelShell, connect
 
-    blog = own_blog(make_blog, "renew-lock")
-    blog.build()
-    blog.fab("deploy")
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_LOCK_TIMEOUT = 1\n")
+    blog = deployed_with_short_lock_timeout(make_blog, "renew-lock")
     settings = blog.settings()
 
     # A renewal waits for a deploy's lock (OpenSSH) and gives up naming it.
