@@ -228,14 +228,16 @@ def _wait_until_live(settings: DeploySettings, vhost: Vhost, timeout: float, rel
     and ask once more, so that when the deploy says "live", every visitor gets the new config.
     """
     deadline = time.monotonic() + timeout
-    while not _probe_answers(settings, vhost):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
+    if not _probe_until(settings, vhost, deadline):
+        return False
     if not reloaded:
         return True
     time.sleep(NGINX_HANDOVER + HANDOVER_MARGIN)
-    while not _probe_answers(settings, vhost):  # nginx may have been reloaded again meanwhile
+    return _probe_until(settings, vhost, deadline)  # (nginx may have been reloaded again meanwhile)
+
+
+def _probe_until(settings: DeploySettings, vhost: Vhost, deadline: float) -> bool:
+    while not _probe_answers(settings, vhost):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)

@@ -431,19 +431,27 @@ def _send_compressed(output: Path, entries: list[mf.Entry], compression: str, wr
         finally:
             proc.stdin.close()
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
     try:
-        while chunk := proc.stdout.read1(CHUNK):
-            write(chunk)
+        _relay(feed, proc.stdout, write)
     finally:
-        feeder.join()
-        proc.stdout.close()
         status = proc.wait()
     if failure:
         raise failure[0]
     if status != 0:
         raise UploadError(f"local zstd failed: {proc.stderr.read().decode(errors='replace').strip()}")
+
+
+def _relay(feed: Callable[[], None], source, write: Callable[[bytes], None]) -> None:
+    """Run ``feed`` (which fills a local compressor's input) in a thread while its output is
+    copied from ``source`` to ``write``; closes ``source`` once the feeder is done."""
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        while chunk := source.read1(CHUNK):
+            write(chunk)
+    finally:
+        feeder.join()
+        source.close()
 
 
 @functools.cache
@@ -482,14 +490,9 @@ def _send_with_gnu_tar(output: Path, entries: list[mf.Entry], write: Callable[[b
         except BrokenPipeError:
             pass
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
     try:
-        while chunk := zstd.stdout.read1(CHUNK):
-            write(chunk)
+        _relay(feed, zstd.stdout, write)
     finally:
-        feeder.join()
-        zstd.stdout.close()
         statuses = {"tar": tar.wait(), "zstd": zstd.wait()}
         for r in readers:
             r.join()

@@ -64,6 +64,17 @@ def _no_tokens_left(settings) -> bool:
     return not any(Path(settings.challenge_dir).iterdir())
 
 
+def _order_refused(settings, order_settings=None) -> str:
+    """Run an order (with ``order_settings``, default ``settings``) that the pre-check must stop; its message."""
+    conn = connect(settings)
+    try:
+        with pytest.raises(ChallengeCheckFailed) as err:
+            certificates.obtain(conn, order_settings or settings)
+    finally:
+        conn.close()
+    return str(err.value)
+
+
 def _reload_nginx(sandbox) -> None:
     subprocess.run([NGINX, "-p", str(sandbox.nginx_prefix), "-c", "conf/nginx.conf", "-s", "reload"], check=True,
                    capture_output=True)
@@ -124,13 +135,7 @@ def test_nothing_listening_on_port_80_names_the_firewalls(diag, sandbox):
     _, settings, serial = diag
     closed = dataclasses.replace(settings, http_port=_free_ports(1)[0])  # the settings say a port nginx does not use
     pebble = PebbleLog(sandbox)
-    conn = connect(settings)
-    try:
-        with pytest.raises(ChallengeCheckFailed) as err:
-            certificates.obtain(conn, closed)
-    finally:
-        conn.close()
-    text = str(err.value)
+    text = _order_refused(settings, closed)
     assert f"nothing answers on 127.0.0.1 port {closed.http_port} (connection refused)" in text
     assert "ufw allow 80/tcp" in text and "firewall-cmd" in text and "security group" in text
     assert pebble.posts() == []
@@ -160,14 +165,9 @@ def test_wrong_answer_is_named(diag, sandbox, foreign_server_block, body, expect
     _, settings, _ = diag
     foreign_server_block(body)
     pebble = PebbleLog(sandbox)
-    conn = connect(settings)
-    try:
-        with pytest.raises(ChallengeCheckFailed) as err:
-            certificates.obtain(conn, settings)
-    finally:
-        conn.close()
-    assert expected in str(err.value)
-    assert DOMAINS[0] not in str(err.value).replace(DOMAINS[1], "")  # the working name is not blamed
+    text = _order_refused(settings)
+    assert expected in text
+    assert DOMAINS[0] not in text.replace(DOMAINS[1], "")  # the working name is not blamed
     assert pebble.posts() == []
     assert _no_tokens_left(settings)
 

@@ -9,6 +9,7 @@ dropped session, a hostile setting) and checks that the site still answers exact
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import http.client
@@ -282,26 +283,39 @@ def test_a_changed_vhost_reloads_and_is_confirmed_live(deployed, sandbox):
 
 # --- breaking it on purpose -----------------------------------------------------------
 
-def apply_expecting_failure(settings, vhost: Vhost) -> str:
+def apply_expecting_failure(settings, vhost: Vhost, **kwargs) -> str:
     conn = connect(settings)
     try:
         with pytest.raises(NginxError) as err:
-            nginx.apply_config(conn, settings, vhost)
+            nginx.apply_config(conn, settings, vhost, **kwargs)
     finally:
         conn.close()
     return str(err.value)
 
 
+@contextlib.contextmanager
+def another_site_conf(sandbox, filename: str, text: str, *, loaded: bool):
+    """Another site's file in nginx's include folder, for the block; ``loaded``: nginx is reloaded
+    with it first, and without it afterwards."""
+    conf = sandbox.nginx_include_dir / filename
+    conf.write_text(text)
+    try:
+        if loaded:
+            assert root_nginx(sandbox, "-s", "reload").returncode == 0
+        yield conf
+    finally:
+        conf.unlink()
+        if loaded:
+            root_nginx(sandbox, "-s", "reload")
+
+
 def test_conflicting_block_from_another_site_is_refused_and_the_server_keeps_running(unchanged_site, sandbox):
     settings = unchanged_site
-    conflict = sandbox.nginx_include_dir / "zz-conflict.conf"
     # Another site reuses our session cache zone name with another size: nginx -t fails.
-    conflict.write_text(f"server {{\n    listen 127.0.0.1:{sandbox.http_port};\n    server_name conflict.test;\n"
-                        f"    ssl_session_cache shared:pelican_https:20m;\n    return 200;\n}}\n")
-    try:
+    with another_site_conf(sandbox, "zz-conflict.conf", f"server {{\n    listen 127.0.0.1:{sandbox.http_port};\n"
+                           f"    server_name conflict.test;\n    ssl_session_cache shared:pelican_https:20m;\n"
+                           f"    return 200;\n}}\n", loaded=False):
         message = apply_expecting_failure(settings, changed_vhost(settings, csp_upgrade_insecure=True))
-    finally:
-        conflict.unlink()
     assert "nginx -t rejected the new configuration" in message and "keeps running on its old config" in message
     assert "[emerg]" in message and 'shared memory zone "pelican_https"' in message
     assert "zz-conflict.conf" in message and "another site's configuration fails" in message
@@ -309,15 +323,9 @@ def test_conflicting_block_from_another_site_is_refused_and_the_server_keeps_run
 
 def test_duplicate_default_server_is_refused(unchanged_site, sandbox):
     settings = unchanged_site
-    other_default = sandbox.nginx_include_dir / "zz-default.conf"
-    other_default.write_text(f"server {{\n    listen 127.0.0.1:{sandbox.http_port} default_server;\n"
-                             f"    server_name default.test;\n    return 200;\n}}\n")
-    try:
-        assert root_nginx(sandbox, "-s", "reload").returncode == 0
+    with another_site_conf(sandbox, "zz-default.conf", f"server {{\n    listen 127.0.0.1:{sandbox.http_port} default_server;\n"
+                           f"    server_name default.test;\n    return 200;\n}}\n", loaded=True):
         message = apply_expecting_failure(settings, changed_vhost(settings, nginx_default_server=True))
-    finally:
-        other_default.unlink()
-        root_nginx(sandbox, "-s", "reload")
     assert "[emerg]" in message and "duplicate default server" in message
 
 
@@ -381,21 +389,10 @@ def test_another_site_claiming_our_name_is_detected_and_undone(unchanged_site, s
     """nginx only warns about a duplicate server_name and serves the first block it read: the
     probe sees the other site answer, so the install is undone and the warning shown."""
     settings = unchanged_site
-    shadow = sandbox.nginx_include_dir / "aaa-shadow.conf"  # read before ours
-    shadow.write_text(f"server {{\n    listen 127.0.0.1:{sandbox.http_port};\n"
-                      f"    server_name {settings.canonical_domain};\n    return 200 shadow;\n}}\n")
-    try:
-        assert root_nginx(sandbox, "-s", "reload").returncode == 0
-        conn = connect(settings)
-        try:
-            with pytest.raises(NginxError) as err:
-                nginx.apply_config(conn, settings, changed_vhost(settings, csp_upgrade_insecure=True), confirm_timeout=1.0)
-        finally:
-            conn.close()
-    finally:
-        shadow.unlink()
-        root_nginx(sandbox, "-s", "reload")
-    message = str(err.value)
+    with another_site_conf(sandbox, "aaa-shadow.conf",  # read before ours
+                           f"server {{\n    listen 127.0.0.1:{sandbox.http_port};\n"
+                           f"    server_name {settings.canonical_domain};\n    return 200 shadow;\n}}\n", loaded=True):
+        message = apply_expecting_failure(settings, changed_vhost(settings, csp_upgrade_insecure=True), confirm_timeout=1.0)
     assert "did not answer 204" in message and "were put back" in message
     assert f'conflicting server name "{settings.canonical_domain}"' in message
 
