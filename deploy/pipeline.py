@@ -83,7 +83,7 @@ def _deploy_locked(conn, remote, deploy_lock: lock.DeployLock, settings: DeployS
             from . import upload
             progress = upload.ProgressBar()
             try:
-                staged = upload.deliver(remote, settings, held.probe_output, local.result(), progress)
+                staged = upload.deliver(deploy_lock, settings, local.result(), progress)
             finally:
                 progress.finish()
             log.info("%s", staged.summary())

@@ -15,10 +15,12 @@ How a deploy travels, in as few round trips as possible (one SSH connection, see
    live, the release names, whether the server has zstd, and the live release's manifest.
 2. Locally (while SSH connects) every file is hashed into a manifest; the diff against the
    live manifest says what is new, changed, deleted and unchanged.
-3. One command carries one stream: the new manifest and the paths to delete, then the new and
+3. One script, run by the lock shell (no SSH session of its own), reads one stream, sent in
+   frames (``lock.DeployLock.run``): the new manifest and the paths to delete, then the new and
    changed files as a zstd tar, tarred, compressed and sent at the same time. (Where either
-   side lacks zstd: gzip, and the already-compressed files (.jpg, .png, .woff2 ...) travel
-   first as a plain tar, since gzip would crawl through them.) The server builds ``<id>.partial`` from
+   side lacks zstd, or only a few files changed: gzip, in this process, and the
+   already-compressed files (.jpg, .png, .woff2 ...) travel first as a plain tar, since gzip
+   would crawl through them.) The server builds ``<id>.partial`` from
    ``.next-<live id>`` (renamed: made by the last switch) or else with ``cp -al`` from the live
    release (unchanged files become hard links: no bytes move), removes deleted paths, and unpacks: GNU tar replaces an existing file by unlinking it first, so a
    hard-linked file is never written through and older releases keep their copy. It checks
@@ -61,8 +63,8 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import manifest as mf
 from .errors import UploadError
-from .lock import DeployLock, busy_prefix
-from .remote import Command, Remote
+from .lock import DeployLock
+from .remote import Remote
 from .settings import DeploySettings
 
 if TYPE_CHECKING:  # fabric is not imported at run time: a lean upload process starts faster
@@ -72,7 +74,8 @@ log = logging.getLogger("pelican_https.deploy")
 
 CHUNK = 128 * 1024  # write size into ssh's stdin
 ZSTD_LEVEL = 3  # zstd's default: ~7x on HTML at hundreds of MB/s
-GZIP_LEVEL = 6  # gzip's default, for servers or clients without zstd
+GZIP_LEVEL = 6  # gzip's default, for servers or clients without zstd, and for small uploads
+SMALL_UPLOAD = 256 * 1024  # bytes of files to send below which gzip in-process beats starting tar and zstd
 
 
 # --- what the server has -----------------------------------------------------------------------
@@ -102,9 +105,10 @@ def probe_script(settings: DeploySettings) -> str:
         "if command -v zstd >/dev/null 2>&1; then echo zstd yes; else echo zstd no; fi",
         f"cur=$(readlink {q(root + '/current')} 2>/dev/null || true); cur=${{cur##*/}}",
         'printf "current %s\\n" "$cur"',
-        f"printf 'releases '; ls -1 {q(releases)} 2>/dev/null | tr '\\n' ' '; echo",
+        f"printf releases; for f in {q(releases)}/*; do [ ! -e \"$f\" ] || printf ' %s' \"${{f##*/}}\"; done; echo",
+        # Last: the live release's manifest, as the rest of the output.
         f'm={q(releases)}/"$cur".manifest',
-        'if [ -n "$cur" ] && [ -f "$m" ]; then printf "manifest %s\\n" "$(wc -c < "$m")"; cat "$m"; else echo "manifest 0"; fi',
+        'if [ -n "$cur" ] && [ -f "$m" ]; then echo manifest; exec cat "$m"; else echo "manifest none"; fi',
     ])
 
 
@@ -115,17 +119,15 @@ def parse_probe(data: bytes) -> ServerState:
         line, _, rest = rest.partition(b"\n")
         key, _, value = line.decode("utf-8", "replace").partition(" ")
         lines[key] = value.strip()
-    try:
-        size = int(lines["manifest"])
-    except (KeyError, ValueError):
-        raise UploadError(f"cannot read the server's release state: {data[:300]!r}") from None
+    if lines.get("manifest") not in ("", "none"):
+        raise UploadError(f"cannot read the server's release state: {data[:300]!r}")
     names = lines.get("releases", "").split()
     complete = sorted(n for n in names if mf.RELEASE_ID.fullmatch(n))
     current = lines.get("current") or None
     if current and not mf.RELEASE_ID.fullmatch(current):
         current = None  # `current` points at something this tool did not make: no linking from it
     return ServerState(lines.get("zstd") == "yes", current if current in complete else None, tuple(complete),
-                       rest[:size] if size else None)
+                       rest if lines["manifest"] == "" else None)
 
 
 def new_release_id(existing: Iterable[str] = ()) -> str:
@@ -163,11 +165,11 @@ def _scan_politely(output: Path) -> mf.Prepared:
     return mf.prepare(mf.scan_output(output))
 
 
-def deliver(remote: Remote, settings: DeploySettings, probe_output: bytes, local: mf.Prepared | mf.Manifest,
+def deliver(deploy_lock: DeployLock, settings: DeploySettings, local: mf.Prepared | mf.Manifest,
             progress: Callable[[int, int], None] | None = None) -> Staged:
     """The upload stage as the pipeline runs it, once the lock (and its probe) is held."""
-    state = parse_probe(probe_output)
-    return stage_release(remote, settings, state, local, new_release_id(state.releases), progress=progress)
+    state = parse_probe(deploy_lock.wait().probe_output)
+    return stage_release(deploy_lock, settings, state, local, new_release_id(state.releases), progress=progress)
 
 
 @dataclass(frozen=True)
@@ -189,9 +191,11 @@ class Staged:
                 f"{_human(self.bytes_sent)} sent ({self.compression}) in {self.seconds:.2f} s")
 
 
-def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, local: mf.Prepared | mf.Manifest,
+def stage_release(deploy_lock: DeployLock, settings: DeploySettings, state: ServerState, local: mf.Prepared | mf.Manifest,
                   release_id: str, *, progress: Callable[[int, int], None] | None = None) -> Staged:
-    """Build ``releases/<id>.partial`` on the server and check it; not live until ``activate``."""
+    """Build ``releases/<id>.partial`` on the server and check it; not live until ``activate``.
+    The release travels through the lock's shell, as the input of ``stage_script``: no SSH
+    session of its own (each costs ~20-30 ms)."""
     started = time.monotonic()
     prepared = local if isinstance(local, mf.Prepared) else mf.prepare(local)
     # Same stored bytes, same manifest (``dump`` is deterministic): no need to parse the old one.
@@ -200,19 +204,12 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
     previous = state.current if old is not None else None
     if settings.skip_unchanged and previous and (same or old == prepared.entries):
         return Staged(previous, None, 0, time.monotonic() - started, "none")
-    compression = "zstd" if state.has_zstd and shutil.which("zstd") else "gzip"
-    script = stage_script(settings, release_id, "zstd -dcq" if compression == "zstd" else "gzip -dc")
     sent = 0
     for base in ([previous, None] if previous else [None]):
-        # The server side starts (SSH session, clean-up, waiting for the pre-linked copy)
-        # while the diff and the new manifest are computed here.
-        command = remote.start(script, what="uploading the release")
-        try:
-            plan = mf.diff(old if base else None, prepared.entries)
-            n, listing = _send_release(command, settings, base, plan, prepared, compression, progress)
-        except BaseException:
-            command.abort()  # the server sees its input end and stops; the partial release stays unused
-            raise
+        plan = mf.diff(old if base else None, prepared.entries)
+        compression = _compression(state.has_zstd, sum(e.size for e in plan.upload))
+        script = stage_script(settings, release_id, "zstd -dcq" if compression == "zstd" else "gzip -dc")
+        n, listing = _send_release(deploy_lock, script, settings, base, plan, prepared, compression, progress)
         sent += n
         problems = [] if listing is None else (mf.check_release(prepared.entries, listing)
                                                or ["its listing does not hash to the manifest's, yet no entry differs"])
@@ -228,7 +225,16 @@ def stage_release(remote: Remote, settings: DeploySettings, state: ServerState, 
     raise AssertionError("unreachable")
 
 
-def _send_release(command: Command, settings: DeploySettings, base: str | None, plan: mf.Plan,
+def _compression(server_has_zstd: bool, upload_bytes: int) -> str:
+    """zstd (tar and zstd in processes of their own, on the other core) when both sides have it
+    and there is enough to send; gzip in this process otherwise: a few changed pages are packed
+    before the two processes would have started."""
+    if server_has_zstd and upload_bytes >= SMALL_UPLOAD and shutil.which("zstd"):
+        return "zstd"
+    return "gzip"
+
+
+def _send_release(deploy_lock: DeployLock, script: str, settings: DeploySettings, base: str | None, plan: mf.Plan,
                   local: mf.Prepared, compression: str, progress: Callable[[int, int], None] | None) -> tuple[int, dict | None]:
     """Send one release build; return bytes sent and None when the server found the release
     matching the manifest, else the server's listing of it."""
@@ -259,7 +265,7 @@ def _send_release(command: Command, settings: DeploySettings, base: str | None, 
         if packed:
             _send_compressed(output, packed, compression, write)
 
-    out = command.finish(body, sent=meter.add)
+    out = deploy_lock.run(script, "uploading the release", body=body, sent=meter.add)
     if out == b"MATCHES\n":
         return meter.done, None
     try:
@@ -293,7 +299,8 @@ def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> 
     q = shlex.quote
     if not mf.RELEASE_ID.fullmatch(release_id):
         raise UploadError(f"bad release id {release_id!r}")
-    rel, meta = q(release_id + ".partial"), q(release_id + ".partial-meta")
+    rel, manifest = q(release_id + ".partial"), q(release_id + ".manifest")
+    deleted, failed = q(release_id + ".partial-deleted"), q(release_id + ".partial-failed")
     # GNU tar replaces an existing file by unlinking it first (it opens with O_EXCL and unlinks on
     # EEXIST), so a hard-linked file is never written through: older releases keep their copy.
     # -p applies the archive's modes exactly (0644/0755) whatever the umask; GNU tar strips
@@ -302,13 +309,11 @@ def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> 
     return "\n".join([
         "set -eu",
         "umask 022",
-        busy_prefix(settings),
         # (Builtins where they do: every process costs a few ms on a busy server.)
         f"[ -d {q(str(settings.releases_dir))} ] || mkdir -p {q(str(settings.releases_dir))}",
         f"cd {q(str(settings.releases_dir))}",
         # Leftovers of an interrupted deploy: never live, and we hold the lock.
-        'for f in ./*.partial ./*.partial-meta ./.doomed-* ./.prelinked*; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
-        f"mkdir {meta}",
+        'for f in ./*.partial ./*.partial-* ./.doomed-* ./.prelinked*; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
         # The header (sh's `read` takes a pipe byte by byte: it never reads past the line).
         "read -r n_manifest n_deleted n_plain base packed digest",
         'for n in "$n_manifest" "$n_deleted" "$n_plain" "$packed"; do case $n in ""|*[!0-9]*) echo "bad upload header" >&2; exit 1;; esac; done',
@@ -324,12 +329,14 @@ def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> 
         "fi",
         f'for f in {NEXT}*; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
         'take() { head -c "$1" > "$2"; [ "$(wc -c < "$2")" -eq "$1" ] || { echo "the upload stream was cut short" >&2; exit 1; }; }',
-        f'take "$n_manifest" {meta}/manifest.gz',
+        # The manifest under its final name: a release is renamed to its id only with it, and
+        # `prune` removes one an interrupted deploy left without its release.
+        f'take "$n_manifest" {manifest}',
         f"cd {rel}",
-        f'if [ "$n_deleted" -gt 0 ]; then take "$n_deleted" ../{meta}/deleted; xargs -0 -r rm -rf -- < ../{meta}/deleted; fi',
+        f'if [ "$n_deleted" -gt 0 ]; then take "$n_deleted" ../{deleted}; xargs -0 -r rm -rf -- < ../{deleted}; rm -f ../{deleted}; fi',
         f'if [ "$n_plain" -gt 0 ]; then head -c "$n_plain" | {untar}; fi',
-        f'if [ "$packed" = 1 ]; then {{ {decompress} || echo failed > ../{meta}/payload-failed; }} | {untar}; fi',
-        f"[ ! -e ../{meta}/payload-failed ] || {{ echo 'the compressed upload is damaged' >&2; exit 1; }}",
+        f'if [ "$packed" = 1 ]; then {{ {decompress} || echo failed > ../{failed}; }} | {untar}; fi',
+        f"[ ! -e ../{failed} ] || {{ echo 'the compressed upload is damaged' >&2; exit 1; }}",
         # The answer: does the release on disk hash to the manifest's listing (``mf.CANONICAL_FIND``)?
         # If not, the whole listing, for the client to name what differs.
         f"listed=$({mf.CANONICAL_FIND} | LC_ALL=C sort -z | sha256sum)",
@@ -529,11 +536,12 @@ def _exec(conn: DeployLock | Remote | Connection, script: str, what: str) -> str
 
 # --- going live, rolling back, listing, pruning -------------------------------------------------------
 
-def activate(conn: DeployLock | Remote | Connection, settings: DeploySettings, release_id: str, *, prune: bool = False) -> list[str]:
+def activate(deploy_lock: DeployLock, settings: DeploySettings, release_id: str, *, prune: bool = False) -> list[str]:
     """Commit the staged release (if it is still partial) and switch ``current`` with one atomic
-    rename; with ``prune``, remove old releases in the same round trip. Returns the pruned ids."""
-    script = switch_script(settings, release_id) + ("\n" + prune_script(settings) if prune else "")
-    return _exec(conn, script, what="switching the live release").split()
+    rename; with ``prune``, remove old releases in the same round trip. Returns the pruned ids.
+    Runs in the lock's shell: under the lock, which is released only once the script is done."""
+    script = switch_script(settings, release_id) + ("\n" + prune_script(settings, live=release_id) if prune else "")
+    return deploy_lock.run(script, what="switching the live release").decode("utf-8", "replace").split()
 
 
 def switch_script(settings: DeploySettings, release_id: str) -> str:
@@ -541,13 +549,12 @@ def switch_script(settings: DeploySettings, release_id: str) -> str:
     q = shlex.quote
     if not mf.RELEASE_ID.fullmatch(release_id):
         raise UploadError(f"{release_id!r} is not a release id (expected e.g. 20261127T090500123456Z)")
-    rid, partial, meta = q(release_id), q(release_id + ".partial"), q(release_id + ".partial-meta")
+    rid, partial = q(release_id), q(release_id + ".partial")
     busy = q(str(settings.lock_file) + ".busy")
     return "\n".join([
         "set -eu",
-        busy_prefix(settings),
         f"cd {q(str(settings.releases_dir))}",
-        f"if [ -d {partial} ]; then mv -f {meta}/manifest.gz {rid}.manifest; mv -T {partial} {rid}; rm -rf {meta}; fi",
+        f"if [ -d {partial} ]; then mv -T {partial} {rid}; fi",
         f"[ -d {rid} ] || {{ echo 'there is no release {release_id}' >&2; exit 1; }}",
         f"ln -sfn releases/{rid} ../current.new",
         "mv -T ../current.new ../current",
@@ -559,18 +566,21 @@ def switch_script(settings: DeploySettings, release_id: str) -> str:
     ])
 
 
-def prune_script(settings: DeploySettings) -> str:
+def prune_script(settings: DeploySettings, live: str | None = None) -> str:
     """Pure. Keep the newest DEPLOY_KEEP_RELEASES releases by name (never by mtime: tar restores old
     mtimes) and always the live one; remove the rest with their manifests, and manifests an
     interrupted deploy left without a release. Prints the ids it removes.
 
     The doomed releases are renamed out of the way at once (``.doomed-<id>``) and deleted in the
     background, under the busy lock: the deploy does not wait for thousands of unlinks, and the
-    next deploy cannot start before they are done. Only builtins, except for the removals."""
+    next deploy cannot start before they are done. Only builtins, except for the removals (and
+    reading ``current`` when ``live``, the live release's id, is not given)."""
     q = shlex.quote
+    if live is not None and not mf.RELEASE_ID.fullmatch(live):
+        raise UploadError(f"{live!r} is not a release id")
     return "\n".join([
         f"cd {q(str(settings.releases_dir))}",
-        'live=; [ ! -L ../current ] || live=$(readlink ../current); live=${live##*/}',
+        f"live={live}" if live else 'live=; [ ! -L ../current ] || live=$(readlink ../current); live=${live##*/}',
         # The shell sorts a glob's matches; release ids sort in time order.
         f"set -- {_ID_GLOB}; [ -e \"$1\" ] || set --",
         f"excess=$(( $# - {int(settings.keep_releases)} ))",
@@ -585,11 +595,6 @@ def prune_script(settings: DeploySettings) -> str:
         f'for d in .doomed-*; do [ ! -e "$d" ] || {{ ( exec 8>>{q(str(settings.lock_file) + ".busy")}; flock -s 8; exec rm -rf -- .doomed-* ) '
         "</dev/null >/dev/null 2>&1 & }; break; done; true",
     ])
-
-
-def prune(conn: DeployLock | Remote | Connection, settings: DeploySettings) -> list[str]:
-    """Prune on its own (see ``prune_script``); one round trip."""
-    return _exec(conn, "set -eu\n" + busy_prefix(settings) + "\n" + prune_script(settings), what="pruning old releases").split()
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def publish(settings):
         deploy_lock = lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings))
         local = mf.scan_output(settings.output_path)
         with deploy_lock as held:
-            staged = upload.deliver(remote, settings, held.probe_output, local)
+            staged = upload.deliver(deploy_lock, settings, local)
             if not staged.skipped:
                 upload.activate(deploy_lock, settings, staged.release_id, prune=True)
             return staged
@@ -220,8 +220,9 @@ def test_a_hostile_archive_cannot_write_outside_the_release(site, tmp_path):
     script = upload.stage_script(settings, release_id, "gzip -dc")
     stream = upload.stage_header(0, 0, len(archive), None, False, "0" * 64) + archive
     with Remote(settings) as remote:
-        with pytest.raises(RemoteCommandFailed):
-            remote.run(script, lambda write: write(stream), what="a hostile upload")
+        deploy_lock = lock.hold(remote, settings)
+        with deploy_lock, pytest.raises(RemoteCommandFailed):
+            deploy_lock.run(script, "a hostile upload", body=lambda write: write(stream))
     outside = [releases / f"{marker}-dotdot", Path(f"/tmp/{marker}-absolute"), releases.parent / f"{marker}-inner",
                tmp_path / f"{marker}-through-link", Path(settings.remote_root) / f"{marker}-inner"]
     assert [p for p in outside if p.exists()] == []
@@ -275,6 +276,48 @@ def test_the_lock_shell_runs_scripts_under_the_lock_and_never_a_truncated_one(si
     assert not marker.exists()
 
 
+def test_the_lock_shell_passes_a_scripts_input_exactly_and_stays_in_step(site):
+    """The upload's path: a script's input in frames through the lock shell (``run(body=...)``)."""
+    settings = settings_for(site)
+    data = bytes(range(256)) * (lock.FRAME // 256 * 2 + 7) + b"\nRUN 1 0123abcd\n0\n"  # > 2 frames, no newline at the end
+    pieces = [data[i:i + 100_000] for i in range(0, len(data), 100_000)]
+    counted = []
+    with Remote(settings) as remote:
+        deploy_lock = lock.DeployLock(remote, settings)
+        assert deploy_lock.run("cat", body=lambda write: [write(p) for p in pieces], sent=counted.append) == data
+        assert sum(counted) == len(data) and len(counted) > 1  # several frames
+        # A script that reads none of it: the rest is drained, the next command still runs.
+        assert deploy_lock.run("echo ignored", body=lambda write: write(data)) == b"ignored\n"
+        # A failing one: its stderr, apart from stdout, makes the message.
+        with pytest.raises(RemoteCommandFailed, match="(?s)exit 4.*head only.*the reason"):
+            deploy_lock.run("head -c 3 >/dev/null; echo head only; echo the reason >&2; exit 4",
+                            body=lambda write: write(data))
+        assert deploy_lock.run("wc -c", body=lambda write: None) == b"0\n"
+        assert deploy_lock.run("echo still there") == b"still there\n"
+
+
+def test_input_cut_short_by_the_client_is_never_taken_for_commands(site):
+    """A body that fails mid-way (e.g. a file changed while it was sent) ends the deploy: what it
+    sent is never read as a command, and the lock is released."""
+    settings = settings_for(site)
+    marker = Path(settings.remote_root) / f"injected-{os.getpid()}"
+    command = f"\nRUN 1 0123abcd\ntouch {shlex.quote(str(marker))}\n0\n".encode()
+
+    def body(write):
+        write(command * (lock.FRAME // len(command) + 1))  # one whole frame goes out
+        write(command)
+        raise UploadError("changed while it was being uploaded")
+
+    with Remote(settings) as remote:
+        deploy_lock = lock.DeployLock(remote, settings)
+        with pytest.raises(UploadError, match="changed while"):
+            deploy_lock.run("cat > /dev/null", body=body)
+        with pytest.raises(LockError, match="not held any more"):
+            deploy_lock.run("echo too late")
+    lock_once(settings)
+    assert not marker.exists()
+
+
 def test_the_next_upload_starts_from_a_copy_made_at_the_last_switch(site):
     out = site[1]
     write_site(out, 2)
@@ -319,9 +362,11 @@ def test_a_bad_stream_header_is_refused_before_anything_is_built(site):
     release_id = upload.new_release_id()
     script = upload.stage_script(settings, release_id, "gzip -dc")
     with Remote(settings) as remote:
-        for header in [b"1 2 3 ../../etc 0\n", b"1; rm -rf / 0 0 - 0\n", b"0 0 0 - x\n"]:
-            with pytest.raises(RemoteCommandFailed, match="bad upload header"):
-                remote.run(script, lambda write: write(header), what="a bad header")
+        deploy_lock = lock.hold(remote, settings)
+        with deploy_lock:
+            for header in [b"1 2 3 ../../etc 0\n", b"1; rm -rf / 0 0 - 0\n", b"0 0 0 - x\n"]:
+                with pytest.raises(RemoteCommandFailed, match="bad upload header"):
+                    deploy_lock.run(script, "a bad header", body=lambda write: write(header))
             assert not (releases / f"{release_id}.partial").exists()
 
 
@@ -333,6 +378,7 @@ def test_fallbacks_build_the_same_release(site, monkeypatch, has_zstd, gnu_tar):
     settings = settings_for(site)
     if not gnu_tar:
         monkeypatch.setattr(upload, "_gnu_tar", lambda: None)  # as on macOS without gtar: Python's tarfile
+    monkeypatch.setattr(upload, "SMALL_UPLOAD", 0)  # zstd even for these few bytes, where the server has it
     with Remote(settings) as remote:
         deploy_lock = lock.DeployLock(remote, settings, probe_script=upload.probe_script(settings))
         local = mf.scan_output(out)
@@ -340,8 +386,8 @@ def test_fallbacks_build_the_same_release(site, monkeypatch, has_zstd, gnu_tar):
             state = upload.parse_probe(held.probe_output)
             # A full upload (no previous manifest), as the server without zstd would get it.
             state = dataclasses.replace(state, has_zstd=has_zstd, manifest_bytes=None)
-            staged = upload.stage_release(remote, settings, state, local, upload.new_release_id(state.releases))
-            upload.activate(remote, settings, staged.release_id)
+            staged = upload.stage_release(deploy_lock, settings, state, local, upload.new_release_id(state.releases))
+            upload.activate(deploy_lock, settings, staged.release_id)
     assert staged.compression == ("zstd" if has_zstd else "gzip")
     assert staged.plan.unchanged == 0
     assert tree(live(settings)) == tree(out)

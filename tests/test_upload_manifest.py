@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import shutil
 import shlex
 import subprocess
 import threading
@@ -261,13 +262,15 @@ def test_parse_release_list():
 
 def test_parse_probe():
     manifest = mf.dump(m(f("a")))
-    data = (f"zstd yes\ncurrent {B}\nreleases {A} {A}.manifest {B} {B}.manifest x.partial \nmanifest {len(manifest)}\n").encode() + manifest
+    data = (f"zstd yes\ncurrent {B}\nreleases {A} {A}.manifest {B} {B}.manifest x.partial\nmanifest\n").encode() + manifest
     state = upload.parse_probe(data)
     assert state == upload.ServerState(True, B, (A, B), manifest)
     assert state.manifest == m(f("a"))
-    assert upload.parse_probe(b"zstd no\ncurrent \nreleases \nmanifest 0\n") == upload.ServerState(False, None, (), None)
+    assert upload.parse_probe(b"zstd no\ncurrent \nreleases\nmanifest none\n") == upload.ServerState(False, None, (), None)
     # `current` pointing at something this tool did not make: never linked from.
-    assert upload.parse_probe(b"zstd no\ncurrent elsewhere\nreleases \nmanifest 0\n").current is None
+    assert upload.parse_probe(b"zstd no\ncurrent elsewhere\nreleases\nmanifest none\n").current is None
+    with pytest.raises(UploadError, match="cannot read the server's release state"):
+        upload.parse_probe(b"zstd no\ncurrent \n")
 
 
 # --- the scripts quote everything -------------------------------------------------------------------------------
@@ -336,3 +339,9 @@ def test_listing_digest_equals_what_gnu_find_hashes_on_the_server(tmp_path):
                         ("link", local["link"]._replace(digest="index.html")),
                         ("extra", mf.Entry("extra", mf.FILE, 0o644, 0, ""))]:
         assert mf.listing_digest(changed | {path: entry}) != server
+
+
+def test_a_few_changed_files_go_by_gzip_in_process_and_more_by_zstd_where_both_sides_have_it():
+    assert upload._compression(True, upload.SMALL_UPLOAD - 1) == "gzip"
+    assert upload._compression(True, upload.SMALL_UPLOAD) == ("zstd" if shutil.which("zstd") else "gzip")
+    assert upload._compression(False, 10 * upload.SMALL_UPLOAD) == "gzip"

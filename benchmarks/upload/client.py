@@ -33,7 +33,7 @@ def main(path: str) -> None:
         local = upload.start_scan(settings)
         deploy_lock.queue_probe(upload.probe_script(settings))
         with deploy_lock as held:
-            staged = upload.deliver(remote, settings, held.probe_output, local.result())
+            staged = upload.deliver(deploy_lock, settings, local.result())
             if not staged.skipped:
                 upload.activate(deploy_lock, settings, staged.release_id, prune=True)
         print(staged.summary(), file=sys.stderr)
