@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Callable, NamedTuple
 from urllib.parse import urlsplit
 
-from .rewrite import SUBRESOURCE, Finding, RewriteResult
+from .rewrite import SUBRESOURCE, RewriteResult
 
 # the three kinds of what remains insecure, in report order
 SUBRESOURCES = "subresources"          # browsers block or flag: mixed content
@@ -26,14 +26,6 @@ OTHER_LINKS = "other_links"            # http links to other hosts
 KINDS = (SUBRESOURCES, OWN_DOMAIN_LINKS, OTHER_LINKS)
 
 SourceOf = Callable[[str, str], "str | None"]  # (output file, url) -> source
-
-
-def kind_of(finding: Finding) -> str:
-    if finding.kind == SUBRESOURCE:
-        return SUBRESOURCES
-    if finding.own:
-        return OWN_DOMAIN_LINKS
-    return OTHER_LINKS
 
 
 class Remaining(NamedTuple):
@@ -58,20 +50,30 @@ class Collector:
     contents_scanned: int = 0
     contents_changed: int = 0
     content_urls_upgraded: int = 0  # once per content object
-    # output file -> its findings, in the order added (a list per file, not
-    # a tuple per finding: the report sorts files, not findings)
-    _found: dict[str, list[Finding]] = field(default_factory=dict)
+    # The findings in the order added, column by column: no object per
+    # finding outlives its file's pass.  (A big site has thousands; kept to
+    # the end of the build, they were enough to set off one more full
+    # garbage collection of Pelican's whole heap, at the report.)
+    _outputs: list[str] = field(default_factory=list)
+    _urls: list[str] = field(default_factory=list)
+    _kinds: list[str] = field(default_factory=list)
+    _owns: list[bool] = field(default_factory=list)
+    _wheres: list[str] = field(default_factory=list)
+    _lines: list[int] = field(default_factory=list)
 
     def add(self, output: str, result: RewriteResult, changed: bool) -> None:
         self.files_scanned += 1
         self.files_changed += changed
         self.urls_upgraded += result.upgraded
-        if result.insecure:
-            found = self._found.get(output)
-            if found is None:
-                self._found[output] = list(result.insecure)
-            else:
-                found.extend(result.insecure)
+        insecure = result.insecure
+        if insecure:
+            urls, kinds, owns, wheres, lines = zip(*insecure)  # Finding's fields
+            self._outputs.extend([output] * len(insecure))
+            self._urls.extend(urls)
+            self._kinds.extend(kinds)
+            self._owns.extend(owns)
+            self._wheres.extend(wheres)
+            self._lines.extend(lines)
 
     def add_content(self, upgraded: int) -> None:
         """One content object's HTML fields, rewritten before rendering.  Its
@@ -83,21 +85,72 @@ class Collector:
 
     def report(self, source_of: SourceOf, siteurl: str | None = None,
                siteurl_insecure: bool = False, seconds: float = 0.0) -> "Report":
-        remaining: dict[str, list[Remaining]] = {kind: [] for kind in KINDS}
-        by_line = itemgetter(4)  # Finding.line
-        for output in sorted(self._found):
-            # ordered by (output, line); a file's findings come in text order,
-            # so the stable sort only matters for a file added twice
-            for finding in sorted(self._found[output], key=by_line):
-                kind = kind_of(finding)
-                source = source_of(output, finding.url) if kind != OTHER_LINKS else None
-                remaining[kind].append(
-                    Remaining(output, finding.line, finding.url, finding.where, source)
-                )
+        remaining = {kind: RemainingList() for kind in KINDS}
+        outputs, urls, kinds, owns = self._outputs, self._urls, self._kinds, self._owns
+        wheres, lines = self._wheres, self._lines
+        # ordered by (output, line), findings of one line in the order added:
+        # two stable sorts of indices (a file's findings come in text order,
+        # so the first sort only matters for a file added twice)
+        order = sorted(range(len(outputs)), key=lines.__getitem__)
+        order.sort(key=outputs.__getitem__)
+        for i in order:
+            output, url = outputs[i], urls[i]
+            if kinds[i] == SUBRESOURCE:
+                kind = SUBRESOURCES
+            elif owns[i]:
+                kind = OWN_DOMAIN_LINKS
+            else:
+                kind = OTHER_LINKS
+            source = source_of(output, url) if kind != OTHER_LINKS else None
+            remaining[kind].append(output, lines[i], url, wheres[i], source)
         return Report(self.files_scanned, self.files_changed, self.urls_upgraded,
                       remaining, siteurl, siteurl_insecure, seconds,
                       self.contents_scanned, self.contents_changed,
                       self.content_urls_upgraded)
+
+
+class RemainingList(Sequence):
+    """The ``Remaining`` items of one kind, stored column by column (no
+    object per item: see ``Collector``); indexing and iterating give
+    ``Remaining`` tuples."""
+
+    __slots__ = ("outputs", "lines", "urls", "wheres", "sources")
+
+    def __init__(self):
+        self.outputs: list[str] = []
+        self.lines: list[int] = []
+        self.urls: list[str] = []
+        self.wheres: list[str] = []
+        self.sources: list[str | None] = []
+
+    def append(self, output: str, line: int, url: str, where: str, source: str | None) -> None:
+        self.outputs.append(output)
+        self.lines.append(line)
+        self.urls.append(url)
+        self.wheres.append(where)
+        self.sources.append(source)
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+    def __getitem__(self, index):
+        columns = (self.outputs, self.lines, self.urls, self.wheres, self.sources)
+        if isinstance(index, slice):
+            return [Remaining(*item) for item in zip(*(column[index] for column in columns))]
+        return Remaining(*(column[index] for column in columns))
+
+    def __iter__(self):
+        return map(Remaining, self.outputs, self.lines, self.urls, self.wheres, self.sources)
+
+    def json_lines(self, encode: Callable[[str], str]) -> list[str]:
+        """Each item as ``json.dumps(item._asdict())`` writes it (default
+        separators), built from the columns: no dict per item."""
+        return [
+            f'{{"output": {encode(output)}, "line": {line}, "url": {encode(url)}, '
+            f'"where": {encode(where)}, "source": {"null" if source is None else encode(source)}}}'
+            for output, line, url, where, source
+            in zip(self.outputs, self.lines, self.urls, self.wheres, self.sources)
+        ]
 
 
 @dataclass(frozen=True)
@@ -105,7 +158,7 @@ class Report:
     files_scanned: int
     files_changed: int
     urls_upgraded: int  # in output files only
-    remaining: dict[str, list[Remaining]]
+    remaining: dict[str, RemainingList]
     siteurl: str | None = None
     siteurl_insecure: bool = False
     seconds: float = 0.0  # the plugin's own CPU time in the build
@@ -173,7 +226,7 @@ class Report:
         encode = json.JSONEncoder(ensure_ascii=False).encode
         lists = []
         for kind in KINDS:
-            items = ",\n".join(f"    {encode(item._asdict())}" for item in self.remaining[kind])
+            items = ",\n".join(f"    {line}" for line in self.remaining[kind].json_lines(encode))
             lists.append(f'  "{kind}": [\n{items}\n  ]' if items else f'  "{kind}": []')
         return summary[:-2] + ",\n" + ",\n".join(lists) + "\n}\n"
 
@@ -198,7 +251,7 @@ def _host_of(url: str) -> str:
     return host
 
 
-def _items(items: list[Remaining], max_items: int) -> list[str]:
+def _items(items: Sequence[Remaining], max_items: int) -> list[str]:
     lines = [f"https:   {_item(item)}" for item in items[:max_items]]
     if len(items) > max_items:
         lines.append(f"https:   ... and {len(items) - max_items} more (all of them in the "

@@ -253,3 +253,68 @@ def test_no_fragment_with_a_host_map_or_from_text_that_ends_inside_a_tag():
     assert rewrite(content, MAPPED, "html", as_fragment=True).fragment is None
     assert rewrite(content + '<img src="a', RULES, "html", as_fragment=True).fragment is None
     assert rewrite(content, RULES, "xml", as_fragment=True).fragment is None
+
+
+# -- the report: findings kept column by column ------------------------------
+
+def _reference_remaining(adds, source_of):
+    """The report's items as a plain version builds them: one Remaining per
+    finding, files in name order, each file's findings by line."""
+    from pelican_https.report import KINDS, OTHER_LINKS, OWN_DOMAIN_LINKS, SUBRESOURCES, Remaining
+    from pelican_https.rewrite import SUBRESOURCE
+
+    found: dict = {}
+    for output, findings in adds:
+        found.setdefault(output, []).extend(findings)
+    remaining = {kind: [] for kind in KINDS}
+    for output in sorted(found):
+        for f in sorted(found[output], key=lambda f: f.line):
+            kind = SUBRESOURCES if f.kind == SUBRESOURCE else OWN_DOMAIN_LINKS if f.own else OTHER_LINKS
+            source = source_of(output, f.url) if kind != OTHER_LINKS else None
+            remaining[kind].append(Remaining(output, f.line, f.url, f.where, source))
+    return remaining
+
+
+report_texts = st.text(alphabet=st.sampled_from(list('ab/.:"\\\n\t\x00\x7f\u00e9日\udcff\U0001f600')), max_size=6)
+
+
+@st.composite
+def findings_added(draw):
+    from pelican_https.rewrite import DATA, LINK, SUBRESOURCE, Finding
+
+    finding = st.builds(Finding, report_texts, st.sampled_from([SUBRESOURCE, LINK, DATA]),
+                        st.booleans(), report_texts, st.integers(1, 5))
+    # a file may be added twice (its findings then interleave by line)
+    return draw(st.lists(st.tuples(st.sampled_from(["b.html", "a.html", "a/b.html", "日.xml"]),
+                                   st.lists(finding, max_size=4)), max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(findings_added())
+def test_the_report_lists_what_one_item_per_finding_lists(adds):
+    import json
+
+    from pelican_https.report import KINDS, Collector
+    from pelican_https.rewrite import RewriteResult
+
+    collector = Collector()
+    for output, findings in adds:
+        collector.add(output, RewriteResult("", 0, sorted(findings, key=lambda f: f.line)), False)
+
+    def source_of(output, url):
+        return None if "a" in url else f"{output}<{url}"
+
+    report = collector.report(source_of)
+    expected = _reference_remaining(
+        [(output, sorted(findings, key=lambda f: f.line)) for output, findings in adds], source_of)
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    for kind in KINDS:
+        items = report.remaining[kind]
+        assert list(items) == expected[kind]
+        assert len(items) == len(expected[kind])
+        assert items[:2] == expected[kind][:2]
+        assert [items[i] for i in range(len(items))] == expected[kind]
+        # each JSON line as json.dumps(item._asdict()) writes it
+        assert items.json_lines(encode) == [encode(item._asdict()) for item in expected[kind]]
+    assert report.text_lines(max_items=3)[1:] == type(report)(
+        0, 0, 0, expected).text_lines(max_items=3)[1:]
