@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
-import tempfile
 import threading
 from typing import Callable
 
@@ -35,15 +33,12 @@ class Remote:
     """One SSH connection to the deploy user, shared by every command of one deploy."""
 
     def __init__(self, settings: DeploySettings):
-        if shutil.which("ssh") is None:
-            raise ConnectionFailed("the OpenSSH client `ssh` is not installed on this machine (Debian/Ubuntu: apt-get install openssh-client)")
         if not settings.known_hosts.is_file():
             raise ConnectionFailed(
                 f"DEPLOY_KNOWN_HOSTS={str(settings.known_hosts)!r} does not exist. Add the server's key first, "
                 f"checking its fingerprint: ssh-keyscan -p {settings.port} {settings.host} >> {settings.known_hosts}")
         self.settings = settings
-        # A short private folder: unix socket paths are limited to ~100 bytes.
-        self._dir = tempfile.mkdtemp(prefix="phs-ssh-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        self._dir = _private_dir()
         self.where = f"{settings.user}@{settings.host}:{settings.port}"
         self._base = ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                       "-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
@@ -59,14 +54,12 @@ class Remote:
 
     def start_master(self, script: str) -> subprocess.Popen:
         """Open the connection running ``script``; its stdin stays open until ``close``."""
-        self.master = subprocess.Popen(self._argv(script, master=True), stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.master = _ssh(self._argv(script, master=True))
         return self.master
 
     def start(self, script: str, what: str = "a command") -> "Command":
         """Start ``script`` now (multiplexed over the master); feed and finish it with ``Command.finish``."""
-        return Command(subprocess.Popen(self._argv(script, master=False), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE), self.where, what)
+        return Command(_ssh(self._argv(script, master=False)), self.where, what)
 
     def run(self, script: str, body: Body | None = None, what: str = "a command",
             sent: Callable[[int], None] | None = None) -> bytes:
@@ -85,6 +78,7 @@ class Remote:
             for stream in (self.master.stdout, self.master.stderr):
                 stream.close()
             self.master = None
+        import shutil  # (not needed before the connection starts)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> "Remote":
@@ -92,6 +86,28 @@ class Remote:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _private_dir() -> str:
+    """A new folder only this user can enter, for ssh's control socket: short (unix socket paths
+    are limited to ~100 bytes), so in /tmp rather than $TMPDIR. (``tempfile`` would do it, but it
+    is ~6 ms of imports before the connection starts.)"""
+    parent = "/tmp" if os.path.isdir("/tmp") else os.path.expanduser("~")
+    while True:
+        path = os.path.join(parent, "phs-ssh-" + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _ssh(argv: list[str]) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise ConnectionFailed("the OpenSSH client `ssh` is not installed on this machine "
+                               "(Debian/Ubuntu: apt-get install openssh-client)") from None
 
 
 def _drain(stream, into: bytearray) -> None:

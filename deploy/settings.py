@@ -8,14 +8,12 @@ expected. Nothing here touches the network or the server.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import os
 import sys
 import re
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
@@ -67,8 +65,11 @@ _USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s;,<>\"']+@[^@\s;,<>\"']+\.[^@\s;,<>\"']+$")
 
 
-@dataclass(frozen=True)
-class DeploySettings:
+class DeploySettings(NamedTuple):
+    """Validated, immutable (``settings._replace(...)`` makes a changed copy). A named tuple, not a
+    dataclass: this module is imported before the deploy's SSH connection starts, and
+    ``dataclasses`` costs ~10 ms of imports there."""
+
     host: str
     port: int
     user: str
@@ -101,8 +102,13 @@ class DeploySettings:
     key_type: str = "ec-p256"
     acme_profile: str | None = None
     acme_eab_kid: str | None = None
-    acme_eab_hmac_key: str | None = field(default=None, repr=False)  # a secret: never shown
+    acme_eab_hmac_key: str | None = None  # a secret: never shown (see __repr__)
     dns_resolver: str | None = None
+
+    def __repr__(self) -> str:
+        shown = (f"{name}={'<hidden>' if name == 'acme_eab_hmac_key' and value else repr(value)}"
+                 for name, value in zip(self._fields, self))
+        return f"DeploySettings({', '.join(shown)})"
 
     @property
     def canonical_domain(self) -> str:
@@ -168,6 +174,8 @@ def read_settings_file(path: Path) -> dict[str, Any]:
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    import importlib.util  # only `fab` reads a settings file
+
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module  # as Pelican does, so later imports of it find this one

@@ -7,7 +7,6 @@ names, so DNS changes and extra server blocks touch no other test's site.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -133,7 +132,7 @@ def test_domain_pointing_elsewhere_is_named_and_the_ca_is_not_asked(diag, sandbo
 
 def test_nothing_listening_on_port_80_names_the_firewalls(diag, sandbox):
     _, settings, serial = diag
-    closed = dataclasses.replace(settings, http_port=_free_ports(1)[0])  # the settings say a port nginx does not use
+    closed = settings._replace(http_port=_free_ports(1)[0])  # the settings say a port nginx does not use
     pebble = PebbleLog(sandbox)
     text = _order_refused(settings, closed)
     assert f"nothing answers on 127.0.0.1 port {closed.http_port} (connection refused)" in text

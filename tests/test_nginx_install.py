@@ -10,7 +10,6 @@ dropped session, a hostile setting) and checks that the site still answers exact
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import http.client
 import secrets
@@ -203,7 +202,7 @@ def live_dir(settings) -> str:
 
 def changed_vhost(settings, **changes) -> Vhost:
     """A different (valid) vhost for the same site, so that the install really has work to do."""
-    return render_vhost(dataclasses.replace(settings, **changes), local_version(), with_tls=True,
+    return render_vhost(settings._replace(**changes), local_version(), with_tls=True,
                         certificate_dir=live_dir(settings))
 
 
@@ -343,7 +342,7 @@ def test_a_dropped_session_during_nginx_t_restores_the_previous_vhost(unchanged_
     settings = unchanged_site
     # The "nginx" here kills the install script (its parent) the moment it would test the config,
     # like an SSH session dropping half-way: the trap must put the previous file back.
-    dying = dataclasses.replace(settings, nginx=("sh", "-c", "kill -TERM $PPID", "nginx"))
+    dying = settings._replace(nginx=("sh", "-c", "kill -TERM $PPID", "nginx"))
     message = apply_expecting_failure(dying, changed_vhost(settings, csp_upgrade_insecure=True))
     assert "interrupted" in message and "put back" in message
 
@@ -402,7 +401,7 @@ def test_another_site_claiming_our_name_is_detected_and_undone(unchanged_site, s
 def test_adding_a_name_answers_its_challenge_and_never_fails_nginx_t(deployed, sandbox, other_site):
     """A renewal with a new alias: the running vhost must answer the new name's challenge first."""
     _, settings, first, _ = deployed
-    wider = dataclasses.replace(settings, domains=(*settings.domains, "new.nginx-test.example.com"))
+    wider = settings._replace(domains=(*settings.domains, "new.nginx-test.example.com"))
     with NginxTWatcher(sandbox) as watcher:
         result = pipeline.deploy(wider, upload_site=False)
     assert watcher.failures == []

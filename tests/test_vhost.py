@@ -7,7 +7,6 @@ and review the diff.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -273,7 +272,7 @@ def test_hostile_settings_are_refused_with_name_and_value(setting, value):
 ])
 def test_renderer_refuses_values_that_bypassed_validation(field, value):
     """Defence in depth: a hand-built DeploySettings cannot smuggle a directive in either."""
-    bad = dataclasses.replace(make_settings(), **{field: value})
+    bad = make_settings()._replace(**{field: value})
     with pytest.raises(SettingsError, match="refusing to write"):
         render_vhost(bad, (1, 22, 1), with_tls=True)
 

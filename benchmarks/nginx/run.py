@@ -17,7 +17,6 @@ Medians and min/max of wall time. Nothing here is asserted: the figures go into 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import statistics
 import subprocess
@@ -87,7 +86,7 @@ def main() -> None:
 
         live = str(Path(settings.tls_dir / "live").resolve())
         plain = render_vhost(settings, version, with_tls=True, certificate_dir=live)
-        other = render_vhost(dataclasses.replace(settings, csp_upgrade_insecure=True), version, with_tls=True,
+        other = render_vhost(settings._replace(csp_upgrade_insecure=True), version, with_tls=True,
                              certificate_dir=live)
         conn = connect(settings)
         try:
