@@ -18,7 +18,7 @@ import pytest
 
 from deploy import lock, upload
 from deploy import manifest as mf
-from deploy.errors import LockError, RemoteCommandFailed, UploadError
+from deploy.errors import ConnectionFailed, LockError, RemoteCommandFailed, UploadError
 from deploy.remote import Remote
 from deploy.settings import settings_from_mapping
 
@@ -294,6 +294,17 @@ def test_the_lock_shell_passes_a_scripts_input_exactly_and_stays_in_step(site):
                             body=lambda write: write(data))
         assert deploy_lock.run("wc -c", body=lambda write: None) == b"0\n"
         assert deploy_lock.run("echo still there") == b"still there\n"
+
+
+def test_without_an_ssh_client_the_deploy_says_what_to_install(site, monkeypatch, tmp_path):
+    settings = settings_for(site)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `ssh` there
+    with Remote(settings) as remote:
+        control_dir = Path(remote._dir)
+        assert control_dir.is_dir() and control_dir.stat().st_mode & 0o777 == 0o700
+        with pytest.raises(ConnectionFailed, match="openssh-client"):
+            lock.DeployLock(remote, settings)
+    assert not control_dir.exists()
 
 
 def test_input_cut_short_by_the_client_is_never_taken_for_commands(site):
