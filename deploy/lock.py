@@ -83,12 +83,14 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int) -> str:
         f"    exit {TIMEOUT_EXIT}",
         "  fi",
         "fi",
-        f"printf '%s\\n' {q(holder)} > {q(holder_file + '.tmp')} && mv -f {q(holder_file + '.tmp')} {q(holder_file)}",
+        f"printf '%s\\n' {q(holder)} > {q(holder_file)}",  # (one short write: readers see all or nothing)
         "echo LOCKED",
         # Scripts to run under the lock without a new SSH session (``DeployLock.run``; the probe):
         # "RUN <lines> <nonce>", then the script. It runs only once every line has arrived (a
         # script cut short by a dead client never runs); its output ends with "<nonce> <status>".
-        # Builtins only: dash's `read` takes a pipe byte by byte, never past the script.
+        # Builtins only: dash's `read` takes a pipe byte by byte, never past the script. A script
+        # runs in a subshell of this one (a fork, no new `sh` to start), with `set -u` off as in
+        # a fresh shell.
         "while IFS=' ' read -r word lines nonce; do",
         '  case $word in RUN|SEND) ;; *) break;; esac',
         '  case $lines in ""|*[!0-9]*) break;; esac; case $nonce in ""|*[!0-9a-f]*) break;; esac',
@@ -96,15 +98,16 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int) -> str:
         '  while [ "$lines" -gt 0 ]; do IFS= read -r line || { complete=; break; }; script="$script$line',
         '"; lines=$((lines - 1)); done',
         '  [ -n "$complete" ] || break',
-        '  if [ "$word" = RUN ]; then sh -c "$script" < /dev/null 2>&1; printf "\\n%s %s\\n" "$nonce" "$?"; continue; fi',
+        '  if [ "$word" = RUN ]; then ( set +u; eval "$script" ) < /dev/null 2>&1; printf "\\n%s %s\\n" "$nonce" "$?"; continue; fi',
         # "SEND": the script's input follows in frames, "<size>\n" and that many bytes, until
         # "0\n" (the upload). stderr is kept apart (stdout may be binary) and shown on failure.
-        # Whatever the script reads, `cat` drains the rest, so every frame is read and this shell
+        # Whatever the script reads, the rest is drained, so every frame is read and this shell
         # stays in step with the client; if the frames did not end (the client died, or gave up
         # mid-way), nothing after them is taken as a command.
         f'  {{ while IFS= read -r size; do case $size in ""|*[!0-9]*) exit 1;; esac; '
         f'[ "$size" -gt 0 ] || {{ printf %s "$nonce" > {q(input_end)}; exit 0; }}; head -c "$size" || exit 1; done; exit 1; }} '
-        f'| {{ sh -c "$script" 2> {q(errors)}; status=$?; cat > /dev/null; exit "$status"; }}',
+        f'| {{ ( set +u; eval "$script" ) 2> {q(errors)}; status=$?; '
+        'if IFS= read -r rest || [ -n "$rest" ]; then cat > /dev/null; fi; exit "$status"; }',
         "  status=$?; ended=",
         f"  [ ! -f {q(input_end)} ] || read -r ended < {q(input_end)} || true",
         f'  [ "$status" -eq 0 ] || cat {q(errors)}',
