@@ -75,10 +75,12 @@ class _Build:
         self.verdicts: dict = {}  # rewrite()'s memo, shared by all files
         self._source_by_url: dict[str, str | None] = {}
         self._displayed: dict[str, str] = {}  # source_path -> shown name
+        self._output_prefix = os.path.join(self.output_path, "")
+        self._content_prefix = os.path.join(self.content_path, "")
 
     def relative(self, path: str) -> str:
         """Output path relative to OUTPUT_PATH, "/"-separated."""
-        return _relative(path, self.output_path)
+        return _relative(path, self.output_path, self._output_prefix)
 
     def rewrite_text(self, path: str, text: str, content=None) -> str:
         """Rewrite one output file's text (``path`` absolute; ``content``: the
@@ -169,17 +171,30 @@ class _Build:
     def _display(self, source_path: str) -> str:
         shown = self._displayed.get(source_path)
         if shown is None:  # the report asks per finding
+            path = source_path
+            if not _normalized(path):  # Pelican's are: no abspath per content
+                path = os.path.abspath(path)
             shown = self._displayed[source_path] = _relative(
-                os.path.abspath(source_path), self.content_path)
+                path, self.content_path, self._content_prefix)
         return shown
 
 
-def _relative(path: str, folder: str) -> str:
-    """``path`` (absolute) relative to ``folder``, "/"-separated; cut off as a
-    prefix when it is one (os.path.relpath is slow, and this runs per file)."""
-    prefix = os.path.join(folder, "")
+def _relative(path: str, folder: str, prefix: str | None = None) -> str:
+    """``path`` (absolute) relative to ``folder`` (``prefix``: ``folder``
+    with a trailing separator), "/"-separated; cut off as a prefix when it is
+    one (os.path.relpath is slow, and this runs per file)."""
+    if prefix is None:
+        prefix = os.path.join(folder, "")
     path = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, folder)
     return path.replace(os.sep, "/")
+
+
+def _normalized(path: str) -> bool:
+    """Whether os.path.abspath(path) is ``path`` itself: absolute, no "//",
+    no "." or ".." part (nor any part starting with a dot: checked the slow
+    way), no trailing separator (POSIX paths only)."""
+    return (os.sep == "/" and path.startswith("/") and "//" not in path
+            and "/." not in path and not path.endswith("/"))
 
 
 def _mentions(content, url: str) -> bool:

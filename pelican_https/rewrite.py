@@ -112,11 +112,12 @@ class RewriteResult(NamedTuple):
 _AUTHORITY = re.compile(
     r"(?:[^\s/\\?#\"'<>()@&\[\]]*+@)?([^\s/\\?#\"'<>()@&:;,\[\]]*)(:[0-9]*(?![\w.~%:-]))?"
 )
-# The host alone: where the character after it can start no userinfo
-# ("@") nor port (":"), and continue no userinfo (";", ","), it is the host
-# _AUTHORITY finds, without _AUTHORITY's second pass over it.
-_HOST = re.compile(r"[^\s/\\?#\"'<>()@&:;,\[\]]*")
-_AFTER_HOST_MAYBE_MORE = frozenset("@:;,")
+# The host alone, where the character after it can start no userinfo
+# ("@") nor port (":"), and continue no userinfo (";", ","): then it is the
+# host _AUTHORITY finds, without _AUTHORITY's second pass over it.  No match
+# otherwise (the run is possessive: it gives back no character to let the
+# look-ahead pass).
+_HOST = re.compile(r"[^\s/\\?#\"'<>()@&:;,\[\]]*+(?![@:;,])")
 _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 
 
@@ -172,7 +173,9 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     match_host = _HOST.match
     memo = doc.cache.get
     rfind = text.rfind
-    find = text.find
+    if html:  # (a quote closes a value at ``start`` iff one comes later)
+        last_double, last_single = rfind('"'), rfind("'")
+    comments_possible = True
     for start, after in candidates:
         if lo <= start < hi:
             outcome = known.get(start - lo, _MISS)
@@ -192,10 +195,14 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
                 if quote == '"' or quote == "'":
                     context = memo(text[nearest:start], _MISS)
                     if context is not _MISS:
-                        if find(quote, start) < 0:
+                        # the memo holds for a value that a later quote closes
+                        if start > (last_double if quote == '"' else last_single):
                             context = _MISS
-                        elif context is not None and doc.in_comment(start):
-                            context = None
+                        elif context is not None and comments_possible:
+                            if doc.in_comment(start):
+                                context = None
+                            elif not doc._comments:  # none before the last URL
+                                comments_possible = False
         if context is _MISS:
             context = classify(doc, start, after - start > 7)
             local = doc.local
@@ -207,8 +214,7 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
                     others.append((start + shift, after + shift))
             continue  # prose, code sample, comment, identifier attribute...
         authority = match_host(text, after)
-        end = authority.end()
-        if text[end:end + 1] in _AFTER_HOST_MAYBE_MORE:
+        if authority is None:  # a userinfo or port may follow
             authority = match_authority(text, after)
             host_group = 1
         else:

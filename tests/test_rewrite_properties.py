@@ -186,12 +186,15 @@ def test_a_tag_whose_quote_nothing_closes_teaches_the_memo_nothing():
 @given(st.text(alphabet="ab.-_:@;,/?#&[]()<>\"' \t\u00a0\u2003日0189", max_size=20))
 def test_the_host_shortcut_finds_the_host_the_authority_pattern_finds(rest):
     # rewrite() reads the host with _HOST alone unless the character after it
-    # may start or continue a userinfo or port: then it must be the same host
-    # (group 1) as the full _AUTHORITY pattern's, with no port.
-    from pelican_https.rewrite import _AFTER_HOST_MAYBE_MORE, _AUTHORITY, _HOST
+    # may start or continue a userinfo or port (then _HOST does not match):
+    # it must be the same host (group 1) as the full _AUTHORITY pattern's,
+    # with no port.
+    from pelican_https.rewrite import _AUTHORITY, _HOST
 
     host = _HOST.match(rest)
-    if rest[host.end():host.end() + 1] in _AFTER_HOST_MAYBE_MORE:
+    run = re.match(r"[^\s/\\?#\"'<>()@&:;,\[\]]*", rest).end()  # the host's characters
+    assert (host is None) == (rest[run:run + 1] in ("@", ":", ";", ","))
+    if host is None:
         return
     authority = _AUTHORITY.match(rest)
     assert (authority.span(1), authority.group(2)) == (host.span(), None)
