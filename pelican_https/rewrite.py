@@ -305,7 +305,6 @@ def _candidates(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int
     upper-case "P://" costs one more scan, and JSON's ":\\/\\/" one more
     only in a text that has a backslash."""
     find = text.find
-    startswith = text.startswith
     found: list[tuple[int, int]] = []
     append = found.append
     if hi is None:
@@ -320,8 +319,8 @@ def _candidates(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int
         length = len(separator)
         while at >= 0:
             start = at + scheme_end - 4
-            if start >= 0 and (startswith("http", start)
-                               or text[start:start + 4].lower() == "http"):
+            scheme = text[start:start + 4]  # (a slice costs less than startswith's arguments)
+            if start >= 0 and (scheme == "http" or scheme.lower() == "http"):
                 append((start, at + length))
             at = find(separator, at + length, hi)
         if unsorted:
@@ -329,13 +328,19 @@ def _candidates(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int
     return found
 
 
+_URL_STOPS = ("&quot;", "&#39;", "&#34;", "&apos;", "&gt;", "&lt;")  # escaped quotes, brackets
+
+
 def _url_at(text: str, start: int) -> str:
+    """The URL text at ``start``, cut at the first escaped quote or bracket
+    (an escaped attribute value ends there)."""
     url = _URL_TEXT.match(text, start).group().replace("\\/", "/")
-    if "&" in url:
-        for stop in ("&quot;", "&#39;", "&#34;", "&apos;", "&gt;", "&lt;"):
-            cut = url.find(stop)
-            if cut >= 0:
-                url = url[:cut]
+    amp = url.find("&")
+    while amp >= 0:  # (one look per "&", not one search per stop)
+        if url.startswith(_URL_STOPS, amp):
+            url = url[:amp]
+            break
+        amp = url.find("&", amp + 1)
     return url.rstrip(",;")
 
 
@@ -353,7 +358,7 @@ class _Doc:
     """The text being scanned, with facts computed once and only if needed."""
 
     __slots__ = ("text", "cache", "syntax", "last_url", "local", "_comments", "_lt_before",
-                 "_lt_at")
+                 "_lt_at", "element")
 
     def __init__(self, text: str, cache: dict, syntax: str = "html", last_url: int | None = None):
         self.text = text
@@ -368,6 +373,9 @@ class _Doc:
         self._comments = None  # sorted (start, end) of every comment before last_url
         self._lt_before = 0    # the last "<" before this position is at _lt_at
         self._lt_at = -1
+        # xml: (its "<", its ">", name) of the complete start tag that the
+        # last URL's text is in: the next URL's, in the same element, too
+        self.element = (-1, -1, None)
 
     def in_comment(self, pos: int) -> bool:
         comments = self._comments
@@ -680,16 +688,22 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
         return None
     # Usually the URL is in the text of the element opened at ``nearest``
     # (<loc>, <link>, <content type="html">...): memoize that tag's parse.
-    name = None
-    closing = text.find(">", nearest, pos)
-    if closing >= 0 and closing - nearest < 512:
-        key = ("<", text[nearest:closing + 1])
-        name = doc.cache.get(key)  # the name of a complete start tag
-        if name is None:
-            tag = _parse_tag(text[nearest:closing + 1], 0)
-            if tag is not None and tag.end == closing + 1 - nearest:
-                name = doc.cache[key] = tag.name
+    known_at, closing, name = doc.element
+    if known_at == nearest and closing < pos:  # (the same first ">" after it)
         tag_end = closing + 1
+    else:
+        name = None
+        closing = text.find(">", nearest, pos)
+        if closing >= 0 and closing - nearest < 512:
+            key = ("<", text[nearest:closing + 1])
+            name = doc.cache.get(key)  # the name of a complete start tag
+            if name is None:
+                tag = _parse_tag(text[nearest:closing + 1], 0)
+                if tag is not None and tag.end == closing + 1 - nearest:
+                    name = doc.cache[key] = tag.name
+            if name is not None:
+                doc.element = (nearest, closing, name)
+            tag_end = closing + 1
     if name is None:  # in a tag's attribute (an Atom <link href>...) or unusual
         at, tag = _tag_before(text, pos)
         if tag is None:

@@ -321,3 +321,56 @@ def test_the_report_lists_what_one_item_per_finding_lists(adds):
         assert items.json_lines(encode) == [encode(item._asdict()) for item in expected[kind]]
     assert report.text_lines(max_items=3)[1:] == type(report)(
         0, 0, 0, expected).text_lines(max_items=3)[1:]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(
+    ["&", "&quot;", "&#39;", "&#34;", "&apos;", "&gt;", "&lt;", "&amp;", "a", "/", "\\/", ",", ";", "q"]),
+    max_size=12).map("".join))
+def test_a_url_is_cut_where_the_first_escaped_quote_or_bracket_starts(rest):
+    # _url_at looks at each "&" once; the same cut as one search per stop,
+    # each cutting what the ones before left
+    from pelican_https.rewrite import _URL_TEXT, _url_at
+
+    text = "x http://h/" + rest + ' "'
+    url = _URL_TEXT.match(text, 2).group().replace("\\/", "/")
+    for stop in ("&quot;", "&#39;", "&#34;", "&apos;", "&gt;", "&lt;"):
+        cut = url.find(stop)
+        if cut >= 0:
+            url = url[:cut]
+    assert _url_at(text, 2) == url.rstrip(",;")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="/a.", max_size=12))
+def test_a_path_taken_as_normalized_is_what_abspath_gives(path):
+    # the plugin skips os.path.abspath for such paths (a content's source)
+    import os
+
+    from pelican_https.plugin import _normalized
+
+    if _normalized(path):
+        assert os.path.abspath(path) == path
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(documents, min_size=1, max_size=3).map("\n".join), st.sampled_from([RULES, MAPPED]))
+def test_an_xml_element_read_once_for_its_urls_gives_what_reading_it_per_url_gives(document, rules):
+    # _classify_xml keeps the start tag the last URL's text was in (the
+    # next URL is usually in the same <content>): the same result as when
+    # each URL's element is read again
+    import pelican_https.rewrite as rewrite_module
+
+    kept = rewrite(document, rules, "xml")
+    classify = rewrite_module._CLASSIFIERS["xml"]
+
+    def forgetting(doc, pos, escaped_slashes):
+        doc.element = (-1, -1, None)
+        return classify(doc, pos, escaped_slashes)
+
+    rewrite_module._CLASSIFIERS["xml"] = forgetting
+    try:
+        again = rewrite(document, rules, "xml")
+    finally:
+        rewrite_module._CLASSIFIERS["xml"] = classify
+    assert kept == again
