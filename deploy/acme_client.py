@@ -121,7 +121,7 @@ def ensure_account(session: Session, settings) -> None:
     eab = None
     if settings.acme_eab_kid:
         eab = messages.ExternalAccountBinding.from_data(account_public_key=session.net.key.public_key(),
-                                                        kid=settings.acme_eab_kid, hmac_key=settings.acme_eab_hmac_key,
+                                                        kid=settings.acme_eab_kid, hmac_key=settings.acme_eab_hmac_key.value,
                                                         directory=acme.directory)
     registration = messages.NewRegistration.from_data(email=settings.acme_email, terms_of_service_agreed=True,
                                                       external_account_binding=eab)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -37,6 +38,7 @@ from .settings import DeploySettings
 
 TIMEOUT_EXIT = 75  # EX_TEMPFAIL
 FRAME = 1 << 20  # bytes of a script's input per frame (``DeployLock.run`` with a body)
+ABANDON_GRACE = 5  # seconds the lock shell gets to wind down after an upload given up mid-way
 
 
 class Held(NamedTuple):
@@ -72,7 +74,7 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int) -> str:
     q = shlex.quote
     lock = str(settings.lock_file)
     holder_file, busy = lock + ".holder", lock + ".busy"
-    input_end, errors = lock + ".input-end", lock + ".stderr"
+    input_end = lock + ".input-end"
     return "\n".join([
         "set -u",
         f"exec 9>>{q(lock)} || exit 1",
@@ -100,19 +102,21 @@ def lock_script(settings: DeploySettings, holder: str, timeout: int) -> str:
         '  [ -n "$complete" ] || break',
         '  if [ "$word" = RUN ]; then ( set +u; eval "$script" ) < /dev/null 2>&1; printf "\\n%s %s\\n" "$nonce" "$?"; continue; fi',
         # "SEND": the script's input follows in frames, "<size>\n" and that many bytes, until
-        # "0\n" (the upload). stderr is kept apart (stdout may be binary) and shown on failure.
+        # "0\n" (the upload). Its stderr is kept apart (stdout may be binary; through a pipe, not
+        # a file: a full disk must not swallow the reason) and shown after stdout on failure.
         # Whatever the script reads, the rest is drained, so every frame is read and this shell
         # stays in step with the client; if the frames did not end (the client died, or gave up
-        # mid-way), nothing after them is taken as a command.
+        # mid-way), nothing after them is taken as a command. (A script sent this way must not
+        # leave background jobs behind: they would hold its stderr open.)
         f'  {{ while IFS= read -r size; do case $size in ""|*[!0-9]*) exit 1;; esac; '
         f'[ "$size" -gt 0 ] || {{ printf %s "$nonce" > {q(input_end)}; exit 0; }}; head -c "$size" || exit 1; done; exit 1; }} '
-        f'| {{ ( set +u; eval "$script" ) 2> {q(errors)}; status=$?; '
-        'if IFS= read -r rest || [ -n "$rest" ]; then cat > /dev/null; fi; exit "$status"; }',
+        '| ( exec 3>&1; errors=$( ( set +u; eval "$script" ) 2>&1 >&3 3>&- ); status=$?; '
+        'if [ "$status" -ne 0 ]; then cat > /dev/null; printf "%.2000s\\n" "$errors"; '
+        'elif IFS= read -r rest || [ -n "$rest" ]; then cat > /dev/null; fi; exit "$status" )',
         "  status=$?; ended=",
         f"  [ ! -f {q(input_end)} ] || read -r ended < {q(input_end)} || true",
-        f'  [ "$status" -eq 0 ] || cat {q(errors)}',
         '  if [ "$ended" != "$nonce" ]; then',
-        "    echo 'its input ended before its last frame'",
+        "    echo 'its input ended before its last frame (or the state folder is not writable: is the disk full?)'",
         '    [ "$status" -ne 0 ] || status=70',
         '    printf "\\n%s %s\\n" "$nonce" "$status"; break',
         "  fi",
@@ -201,14 +205,26 @@ class DeployLock:
         if body is None:
             return self._result(self._send(script), what)
         nonce = self._send(script, "SEND")
+        # The answer is read while the input goes out: a script that writes before it has read
+        # all of its input then never blocks on a full pipe, with this side still writing.
+        answer: list = []
+        reader = threading.Thread(target=lambda: answer.append(self._answer(nonce)), daemon=True)
+        reader.start()
         try:
             self._send_input(body, sent)
         except BaseException:
-            # Its input cut short, the script fails and the lock shell stops taking commands:
-            # the deploy ends here, and so does the lock.
+            # Its input cut short, the script fails and the lock shell stops taking commands: the
+            # deploy ends here. End the input, give the lock shell a moment to say so and tidy
+            # up (its holder file), then release the lock.
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            reader.join(ABANDON_GRACE)
             self.release()
             raise
-        return self._result(nonce, what)
+        reader.join()
+        return self._checked(answer[0] if answer else None, what)
 
     def _send(self, script: str, word: str = "RUN") -> str:
         nonce = os.urandom(8).hex()
@@ -243,8 +259,17 @@ class DeployLock:
         except BrokenPipeError:
             pass  # ssh has ended: reading the answer says why
 
+    def _answer(self, nonce: str) -> tuple[bytes, int] | None:
+        """What a script printed and its status; None if the connection ended first."""
+        try:
+            return self.reader.until(f"\n{nonce} ".encode())
+        except (OSError, ValueError):  # the stream was closed under us (``release``)
+            return None
+
     def _result(self, nonce: str, what: str) -> bytes:
-        out = self.reader.until(f"\n{nonce} ".encode())
+        return self._checked(self._answer(nonce), what)
+
+    def _checked(self, out: tuple[bytes, int] | None, what: str) -> bytes:
         if out is None:
             raise ConnectionFailed(f"the SSH connection to {self.remote.where} closed while {what}")
         text, status = out

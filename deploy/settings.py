@@ -65,6 +65,28 @@ _USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s;,<>\"']+@[^@\s;,<>\"']+\.[^@\s;,<>\"']+$")
 
 
+class Secret:
+    """A value that is never shown: its repr and str are ``<hidden>``, so settings can be printed
+    or logged whole, and it is no ``str``, so it cannot be written out by accident (JSON, a
+    script); ``.value`` where it is used."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
 class DeploySettings(NamedTuple):
     """Validated, immutable (``settings._replace(...)`` makes a changed copy). A named tuple, not a
     dataclass: this module is imported before the deploy's SSH connection starts, and
@@ -102,13 +124,8 @@ class DeploySettings(NamedTuple):
     key_type: str = "ec-p256"
     acme_profile: str | None = None
     acme_eab_kid: str | None = None
-    acme_eab_hmac_key: str | None = None  # a secret: never shown (see __repr__)
+    acme_eab_hmac_key: Secret | None = None
     dns_resolver: str | None = None
-
-    def __repr__(self) -> str:
-        shown = (f"{name}={'<hidden>' if name == 'acme_eab_hmac_key' and value else repr(value)}"
-                 for name, value in zip(self._fields, self))
-        return f"DeploySettings({', '.join(shown)})"
 
     @property
     def canonical_domain(self) -> str:
@@ -371,7 +388,8 @@ def _certificate_options(values: dict[str, Any]) -> dict[str, Any]:
         except (ValueError, TypeError):
             raise SettingsError(f"DEPLOY_DNS_RESOLVER={resolver!r}: expected a DNS server's IP address, optionally with a port "
                                 "('1.1.1.1', '127.0.0.1:8053'), or None for the system resolver") from None
-    return {"key_type": key_type, "acme_profile": profile, "acme_eab_kid": kid, "acme_eab_hmac_key": hmac_key,
+    return {"key_type": key_type, "acme_profile": profile, "acme_eab_kid": kid,
+            "acme_eab_hmac_key": Secret(hmac_key) if hmac_key else None,
             "dns_resolver": resolver}
 
 

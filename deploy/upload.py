@@ -105,7 +105,8 @@ def probe_script(settings: DeploySettings) -> str:
         "if command -v zstd >/dev/null 2>&1; then echo zstd yes; else echo zstd no; fi",
         f"cur=$(readlink {q(root + '/current')} 2>/dev/null || true); cur=${{cur##*/}}",
         'printf "current %s\\n" "$cur"',
-        f"printf releases; for f in {q(releases)}/*; do [ ! -e \"$f\" ] || printf ' %s' \"${{f##*/}}\"; done; echo",
+        # Release ids only (any other name, a newline in it perhaps, would not parse).
+        f"printf releases; for f in {q(releases)}/*; do case ${{f##*/}} in {_ID_GLOB}) printf ' %s' \"${{f##*/}}\";; esac; done; echo",
         # Last: the live release's manifest, as the rest of the output.
         f'm={q(releases)}/"$cur".manifest',
         'if [ -n "$cur" ] && [ -f "$m" ]; then echo manifest; exec cat "$m"; else echo "manifest none"; fi',
@@ -314,6 +315,7 @@ def stage_script(settings: DeploySettings, release_id: str, decompress: str) -> 
         f"cd {q(str(settings.releases_dir))}",
         # Leftovers of an interrupted deploy: never live, and we hold the lock.
         'for f in ./*.partial ./*.partial-* ./.doomed-* ./.prelinked*; do [ ! -e "$f" ] || rm -rf -- "$f"; done',
+        'for m in ./*.manifest; do [ ! -e "$m" ] || [ -d "${m%.manifest}" ] || rm -f -- "$m"; done',
         # The header (sh's `read` takes a pipe byte by byte: it never reads past the line).
         "read -r n_manifest n_deleted n_plain base packed digest",
         'for n in "$n_manifest" "$n_deleted" "$n_plain" "$packed"; do case $n in ""|*[!0-9]*) echo "bad upload header" >&2; exit 1;; esac; done',
@@ -629,12 +631,12 @@ def parse_release_list(text: str) -> list[ReleaseInfo]:
     return [ReleaseInfo(n, mf.release_time(n), s, n == current) for n, s in sorted(releases)]
 
 
-def rollback(conn: DeployLock | Remote | Connection, settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
+def rollback(deploy_lock: DeployLock, settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
     """Switch ``current`` to the release before the live one (or ``to``); return (new, old) live ids.
     nginx serves ``current`` through the symlink, so nothing is reloaded."""
-    releases = list_releases(conn, settings)
+    releases = list_releases(deploy_lock, settings)
     target = rollback_target(releases, to)
-    activate(conn, settings, target)
+    activate(deploy_lock, settings, target)
     return target, next((r.id for r in releases if r.live), None)
 
 

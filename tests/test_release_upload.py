@@ -11,6 +11,7 @@ import io
 import os
 import shlex
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -180,8 +181,10 @@ def test_prune_keeps_the_newest_and_the_live_release_by_name(site):
     names = sorted(p.name for p in releases.iterdir() if not p.name.startswith("."))
     assert names == [ids[1], f"{ids[1]}.manifest", ids[2], f"{ids[2]}.manifest"]
     # Roll back to the older one, then deploy: the live (older) release is never pruned.
-    with Remote(settings) as remote, lock.hold(remote, settings):
-        new, old = upload.rollback(remote, settings)
+    with Remote(settings) as remote:
+        deploy_lock = lock.hold(remote, settings)
+        with deploy_lock:
+            new, old = upload.rollback(deploy_lock, settings)
     assert (new, old) == (ids[1], ids[2]) and live(settings).name == ids[1]
     (out / "a.html").write_text("<p>prune 3</p>")
     ids.append(publish(settings).release_id)
@@ -319,14 +322,49 @@ def test_input_cut_short_by_the_client_is_never_taken_for_commands(site):
         write(command)
         raise UploadError("changed while it was being uploaded")
 
+    holder_file = Path(str(settings.lock_file) + ".holder")
     with Remote(settings) as remote:
         deploy_lock = lock.DeployLock(remote, settings)
         with pytest.raises(UploadError, match="changed while"):
             deploy_lock.run("cat > /dev/null", body=body)
         with pytest.raises(LockError, match="not held any more"):
             deploy_lock.run("echo too late")
+    # The lock shell winds down on its own (it is not cut off): its holder file goes.
+    deadline = time.monotonic() + 10
+    while holder_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not holder_file.exists()
     lock_once(settings)
     assert not marker.exists()
+
+
+def test_a_script_that_answers_before_reading_all_its_input_does_not_hang_the_upload(site):
+    """Its output is read while its input is written: neither side waits for the other's pipe."""
+    settings = settings_for(site)
+    answer = []
+    with Remote(settings) as remote:
+        deploy_lock = lock.DeployLock(remote, settings)
+        big = b"x" * (8 << 20)
+        worker = threading.Thread(target=lambda: answer.append(deploy_lock.run(
+            "head -c 4000000 /dev/zero; wc -c", body=lambda write: write(big))), daemon=True)
+        worker.start()
+        worker.join(120)
+        assert not worker.is_alive(), "the upload hung"
+        assert answer == [bytes(4_000_000) + b"%d\n" % len(big)]
+
+
+def test_release_folder_names_that_are_not_releases_do_not_confuse_the_deploy(site):
+    out = site[1]
+    write_site(out, 2)
+    settings = settings_for(site)
+    publish(settings)
+    odd = Path(settings.releases_dir) / "notes\nfrom the admin"
+    odd.write_text("left here by hand")
+    try:
+        staged = publish(settings)
+        assert live(settings).name == staged.release_id and odd.exists()
+    finally:
+        odd.unlink()
 
 
 def test_the_next_upload_starts_from_a_copy_made_at_the_last_switch(site):

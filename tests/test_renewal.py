@@ -6,6 +6,7 @@ Certificates here are made with `cryptography` (a real X.509 chain with AKI), no
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import replace
 
 import pytest
@@ -201,7 +202,11 @@ def test_eab_key_comes_from_the_environment_and_is_never_shown(monkeypatch):
     assert "not a base64url key" in str(err.value) and "not base64 !" not in str(err.value)
     monkeypatch.setenv("TEST_EAB_KEY", secret)
     s = settings(DEPLOY_ACME_EAB_KID="kid-1", DEPLOY_ACME_EAB_HMAC_KEY_ENV="TEST_EAB_KEY")
-    assert s.acme_eab_hmac_key == secret and secret not in repr(s)
+    assert s.acme_eab_hmac_key.value == secret
+    # Never shown with the settings, and never written out by accident.
+    assert secret not in repr(s) and secret not in str(s) and secret not in f"{s}" and secret not in str(s._asdict())
+    with pytest.raises(TypeError):
+        json.dumps(s)
 
 
 def test_resolver_with_port_and_ipv6():
