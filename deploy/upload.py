@@ -573,29 +573,31 @@ def prune_script(settings: DeploySettings, live: str | None = None) -> str:
     mtimes) and always the live one; remove the rest with their manifests, and manifests an
     interrupted deploy left without a release. Prints the ids it removes.
 
-    The doomed releases are renamed out of the way at once (``.doomed-<id>``) and deleted in the
-    background, under the busy lock: the deploy does not wait for thousands of unlinks, and the
-    next deploy cannot start before they are done. Only builtins, except for the removals (and
-    reading ``current`` when ``live``, the live release's id, is not given)."""
+    The removal runs in the background, under the busy lock: each doomed release is renamed out
+    of the way (``.doomed-<id>``, so a half-deleted one never looks like a release) and deleted;
+    the deploy does not wait for thousands of unlinks, and the next deploy cannot start before
+    they are done. Only builtins in the foreground (and reading ``current`` when ``live``, the
+    live release's id, is not given)."""
     q = shlex.quote
     if live is not None and not mf.RELEASE_ID.fullmatch(live):
         raise UploadError(f"{live!r} is not a release id")
+    busy = q(str(settings.lock_file) + ".busy")
     return "\n".join([
         f"cd {q(str(settings.releases_dir))}",
         f"live={live}" if live else 'live=; [ ! -L ../current ] || live=$(readlink ../current); live=${live##*/}',
         # The shell sorts a glob's matches; release ids sort in time order.
         f"set -- {_ID_GLOB}; [ -e \"$1\" ] || set --",
-        f"excess=$(( $# - {int(settings.keep_releases)} ))",
+        f"excess=$(( $# - {int(settings.keep_releases)} )); doomed=",
         'for id; do',
         '  [ "$excess" -gt 0 ] || break',
         '  excess=$((excess - 1))',
         '  [ "$id" != "$live" ] || continue',
-        '  mv -T -- "$id" ".doomed-$id"; echo "$id"',
+        '  doomed="$doomed $id"; echo "$id"',
         "done",
-        'set --; for m in *.manifest; do [ ! -e "$m" ] || [ -d "${m%.manifest}" ] || set -- "$@" "$m"; done',
-        '[ $# -eq 0 ] || rm -f -- "$@"',
-        f'for d in .doomed-*; do [ ! -e "$d" ] || {{ ( exec 8>>{q(str(settings.lock_file) + ".busy")}; flock -s 8; exec rm -rf -- .doomed-* ) '
-        "</dev/null >/dev/null 2>&1 & }; break; done; true",
+        f'[ -z "$doomed" ] || ( exec 8>>{busy}; flock -s 8; for id in $doomed; do mv -T -- "$id" ".doomed-$id"; done; '
+        'for m in *.manifest; do [ ! -e "$m" ] || [ -d "${m%.manifest}" ] || rm -f -- "$m"; done; '
+        'exec rm -rf -- .doomed-* ) </dev/null >/dev/null 2>&1 &',
+        "true",
     ])
 
 
