@@ -47,8 +47,8 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
         conn = connect(settings)
         try:
             deploy_lock = take_lock(ChannelShell(conn, settings))
-            with deploy_lock as held:
-                return _deploy_locked(conn, None, deploy_lock, settings, held, None, force_renew)
+            with deploy_lock:
+                return _deploy_locked(conn, deploy_lock, settings, None, force_renew)
         finally:
             conn.close()
     from . import upload
@@ -60,16 +60,15 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
         deploy_lock = take_lock(remote, upload.probe_script(settings))
         conn = connect(settings)
         try:
-            with deploy_lock as held:
-                return _deploy_locked(conn, remote, deploy_lock, settings, held, local, force_renew)
+            with deploy_lock:
+                return _deploy_locked(conn, deploy_lock, settings, local, force_renew)
         finally:
             conn.close()
     finally:
         remote.close()
 
 
-def _deploy_locked(conn, remote, deploy_lock: lock.DeployLock, settings: DeploySettings, held: lock.Held, local,
-                   force_renew: bool) -> DeployResult:
+def _deploy_locked(conn, deploy_lock: lock.DeployLock, settings: DeploySettings, local, force_renew: bool) -> DeployResult:
     release_id, staged = None, None
     if force_renew:  # an order will come: load the ACME machinery during the next round trips
         certificates.preload_acme()
