@@ -30,13 +30,14 @@ import time
 from typing import Callable, NamedTuple
 
 from .errors import ConnectionFailed, LockError, RemoteCommandFailed
-from .remote import Body, Remote
+from .remote import Remote
 from .settings import DeploySettings
 
 # This module and those it imports are loaded before the deploy's SSH connection starts: they
 # stay light (no dataclasses, datetime, getpass, tempfile: ~20 ms of imports on the critical path).
 
 TIMEOUT_EXIT = 75  # EX_TEMPFAIL
+Body = Callable[[Callable[[bytes], None]], None]  # writes a script's input through the callable it is given
 FRAME = 1 << 20  # bytes of a script's input per frame (``DeployLock.run`` with a body)
 ABANDON_GRACE = 5  # seconds the lock shell gets to wind down after an upload given up mid-way
 

@@ -20,14 +20,9 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import threading
-from typing import Callable
 
 from .errors import ConnectionFailed, RemoteCommandFailed
 from .settings import DeploySettings
-
-Body = Callable[[Callable[[bytes], None]], None]
-
 
 class Remote:
     """One SSH connection to the deploy user, shared by every command of one deploy."""
@@ -57,14 +52,18 @@ class Remote:
         self.master = _ssh(self._argv(script, master=True))
         return self.master
 
-    def start(self, script: str, what: str = "a command") -> "Command":
-        """Start ``script`` now (multiplexed over the master); feed and finish it with ``Command.finish``."""
-        return Command(_ssh(self._argv(script, master=False)), self.where, what)
-
-    def run(self, script: str, body: Body | None = None, what: str = "a command",
-            sent: Callable[[int], None] | None = None) -> bytes:
-        """Run ``script`` with ``body`` writing its stdin; return its stdout, or raise with its stderr."""
-        return self.start(script, what).finish(body, sent)
+    def run(self, script: str, what: str = "a command") -> bytes:
+        """Run ``script`` (no input), multiplexed over the master if one is open; return its
+        stdout, or raise with its stderr. (The upload and the switch run in the lock's shell.)"""
+        proc = _ssh(self._argv(script, master=False))
+        out, err_bytes = proc.communicate()
+        err = err_bytes.decode("utf-8", "replace").strip()
+        if proc.returncode == 255:
+            raise ConnectionFailed(f"SSH to {self.where} failed while {what}: {err}")
+        if proc.returncode != 0:
+            raise RemoteCommandFailed(f"{what} failed on the server (exit {proc.returncode}): "
+                                      f"{err or out.decode('utf-8', 'replace').strip()[:500]}")
+        return out
 
     def close(self) -> None:
         """End the master's command: the lock shell sees its stdin close, finishes (its background
@@ -108,54 +107,3 @@ def _ssh(argv: list[str]) -> subprocess.Popen:
     except FileNotFoundError:
         raise ConnectionFailed("the OpenSSH client `ssh` is not installed on this machine "
                                "(Debian/Ubuntu: apt-get install openssh-client)") from None
-
-
-def _drain(stream, into: bytearray) -> None:
-    while chunk := stream.read1(1 << 16):
-        into.extend(chunk)
-    stream.close()
-
-
-class Command:
-    """A running remote command: its output is read in threads while ``finish`` writes its input."""
-
-    def __init__(self, proc: subprocess.Popen, where: str, what: str):
-        self.proc, self.where, self.what = proc, where, what
-        self.out, self.err = bytearray(), bytearray()
-        self.readers = [threading.Thread(target=_drain, args=(proc.stdout, self.out), daemon=True),
-                        threading.Thread(target=_drain, args=(proc.stderr, self.err), daemon=True)]
-        for r in self.readers:
-            r.start()
-
-    def abort(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def finish(self, body: Body | None = None, sent: Callable[[int], None] | None = None) -> bytes:
-        """Write ``body`` to the command's stdin, close it, wait; return stdout or raise with stderr."""
-        proc = self.proc
-        try:
-            if body is not None:
-                def write(chunk: bytes) -> None:
-                    proc.stdin.write(chunk)
-                    if sent:
-                        sent(len(chunk))
-                body(write)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the server stopped reading: its exit status and message say why
-        except BaseException:
-            proc.kill()
-            raise
-        finally:
-            status = proc.wait()
-            for r in self.readers:
-                r.join()
-        err = self.err.decode("utf-8", "replace").strip()
-        if status == 255:
-            raise ConnectionFailed(f"SSH to {self.where} failed while {self.what}: {err}")
-        if status != 0:
-            raise RemoteCommandFailed(f"{self.what} failed on the server (exit {status}): "
-                                      f"{err or self.out.decode('utf-8', 'replace').strip()[:500]}")
-        return bytes(self.out)

@@ -528,9 +528,7 @@ class _Meter:
 def _exec(conn: DeployLock | Remote | Connection, script: str, what: str) -> str:
     """Run a script without input in the held lock's shell (no new SSH session), on a Remote or on
     a Fabric connection; return its stdout."""
-    if isinstance(conn, DeployLock):
-        return conn.run(script, what=what).decode("utf-8", "replace")
-    if isinstance(conn, Remote):
+    if isinstance(conn, (DeployLock, Remote)):
         return conn.run(script, what=what).decode("utf-8", "replace")
     from .connection import shell  # a Fabric connection (e.g. `fab status` listing releases)
     return shell(conn, script, what=what)
