@@ -184,25 +184,24 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
                     insecure.append((start, *outcome))
                 continue
         # The common case of _classify_html, inline (one call less per URL):
-        # an http:// URL that starts a quoted value, its verdict memoized by
-        # the text from its tag's "<" (see _html_context).
+        # an http:// URL whose verdict is memoized by the text from its
+        # tag's "<" (see _html_context).
         context = _MISS
         local = True  # a memoized verdict depends on the text from "<" on
         if html and after - start == 7:
             nearest = rfind("<", 0, start)
             if nearest >= 0 and start - nearest < 2048:
-                quote = text[start - 1]
-                if quote == '"' or quote == "'":
-                    context = memo(text[nearest:start], _MISS)
-                    if context is not _MISS:
-                        # the memo holds for a value that a later quote closes
-                        if start > (last_double if quote == '"' else last_single):
-                            context = _MISS
-                        elif context is not None and comments_possible:
-                            if doc.in_comment(start):
-                                context = None
-                            elif not doc._comments:  # none before the last URL
-                                comments_possible = False
+                memoized = memo(text[nearest:start])
+                if memoized is not None:
+                    context, quote = memoized
+                    # the memo holds for a value that a later quote closes
+                    if quote and start > (last_double if quote == '"' else last_single):
+                        context = _MISS
+                    elif context is not None and comments_possible:
+                        if doc.in_comment(start):
+                            context = None
+                        elif not doc._comments:  # none before the last URL
+                            comments_possible = False
         if context is _MISS:
             context = classify(doc, start, after - start > 7)
             local = doc.local
@@ -585,14 +584,15 @@ def _html_context(doc: _Doc, pos: int, escaped_slashes: bool):
         doc.local = not escaped_slashes and at >= 0 and _fixed(tag)
         return _html_verdict(text, pos, escaped_slashes, tag)
     doc.local = True  # a memoized verdict is a function of text from "<" on
-    # Most URLs start a quoted attribute value (<a href=", <img src=").  Then
-    # the verdict is a function of the text from the tag's "<" to the URL,
-    # the same for every article (see _prefix_decides): memoize it by that.
-    quote = text[pos - 1]
-    quoted = quote == '"' or quote == "'"
-    if quoted:
-        verdict = cache.get(text[nearest:pos], _MISS)
-        if verdict is not _MISS and text.find(quote, pos) >= 0:
+    # Most URLs sit in a quoted attribute value (<a href=", <img srcset="a 1x,
+    # ) or in text after a complete tag.  Then the verdict is a function of
+    # the text from the tag's "<" to the URL, the same for every article,
+    # provided the value's quote closes after the URL (see _prefix_decides):
+    # memoized by that text, with that quote.
+    memoized = cache.get(text[nearest:pos])
+    if memoized is not None:
+        verdict, quote = memoized
+        if not quote or text.find(quote, pos) >= 0:
             return verdict
     # Otherwise the verdict is a function of the text from that "<" to the
     # first ">" after the URL when that ">" ends the tag: memoize it by that.
@@ -608,30 +608,50 @@ def _html_context(doc: _Doc, pos: int, escaped_slashes: bool):
     doc.local = at >= 0 and _fixed(tag)
     if at != nearest:
         return verdict  # a "<" inside a value: the verdict looked further back
-    if tag is not None and tag.loose:
+    quote = _prefix_decides(text, tag, pos)
+    if quote is not None:
+        key, verdict_kept = text[nearest:pos], (verdict, quote)
+    elif tag is not None and tag.loose:
         return verdict  # its parse depends on the text after it
-    if quoted and _prefix_decides(tag, pos):
-        key = text[nearest:pos]
     elif key is None or not (
         tag is None or tag.end is None or tag.end <= pos or tag.end == closing + 1
     ):
         return verdict
+    else:
+        verdict_kept = verdict
     if len(cache) > _CACHE_LIMIT:
         cache.clear()
-    cache[key] = verdict
+    cache[key] = verdict_kept
     return verdict
 
 
-def _prefix_decides(tag: _Tag | None, pos: int) -> bool:
-    """Whether the verdict on a URL right after a quote is a function of the
-    text from its tag's "<" up to it: true when the URL starts the quoted
-    value of an attribute of that tag (the parse of everything before it is
-    then fixed, and the value runs to its closing quote, whichever URL it
-    holds), unless the element is a <link> or <meta>, whose rel, property,
-    name or http-equiv may follow the URL."""
-    if tag is None or tag.loose or tag.name == "link" or tag.name == "meta":
-        return False
-    return any(span[0] == pos for span in tag.attributes.values())
+def _prefix_decides(text: str, tag: _Tag | None, pos: int) -> str | None:
+    """Whether the verdict on a URL is a function of the text from its tag's
+    "<" (the one ``tag`` was read from) up to it, and on which condition:
+    None if it is not; else the quote that must close the URL's value
+    somewhere after it ("" if none must).
+
+    It is when the parse of everything before the URL is fixed (no quoted
+    value before it runs on past it, as in a loose tag) and either the URL
+    is in the text after the complete tag, or it is in a value of the tag:
+    quoted (the value runs to its closing quote, whichever URL it holds) or
+    not (it runs at least through the URL).  Not for a <link> or <meta>,
+    whose rel, property, name or http-equiv may follow the URL.  A "<" that
+    opens an end tag, a comment or a declaration (no ``tag``): the verdict
+    is "not followed", whatever follows."""
+    if tag is None:
+        return ""
+    if tag.loose:
+        return None
+    if tag.end is not None and tag.end <= pos:
+        return ""
+    if tag.name == "link" or tag.name == "meta":
+        return None
+    for start, end in tag.attributes.values():
+        if start <= pos < end:
+            quote = text[start - 1]
+            return quote if quote == '"' or quote == "'" else ""
+    return None  # not in a value: what follows decides what it is
 
 
 def _fixed(tag: _Tag | None) -> bool:
@@ -746,7 +766,8 @@ def _classify_xml(doc: _Doc, pos: int, escaped_slashes: bool):
     if quoted:
         at, snippet_tag = _tag_before(snippet.text, snippet_pos)
         if (at == snippet.text.rfind("<", 0, snippet_pos)
-                and _prefix_decides(snippet_tag, snippet_pos)):
+                and _prefix_decides(snippet.text, snippet_tag, snippet_pos)
+                == snippet.text[snippet_pos - 1]):  # (it starts the quoted value)
             key = ("&", text[opened:pos])
     if key is not None:
         if len(doc.cache) > _CACHE_LIMIT:

@@ -56,6 +56,11 @@ def fragments(draw):
         f'<a title="a>b" href="{url}">',
         f'<content type="html">&lt;img src="{url}"&gt;&lt;link href="{url}" rel="icon"&gt;</content>',
         f'<summary type="html">&lt;img alt="x" src="{url}</summary>',
+        # URLs inside a value or after a tag, memoized by the text before them
+        f"<img srcset='a.png 1x, {url} 2x' src=\"{url}\">",
+        f'<p style="a: url({url}); b: url(\'{url}\')">',
+        f'<div style="x:url({url})',  # no closing quote
+        f"</b> {url} <i>{url}</i>",
     ]))
 
 
