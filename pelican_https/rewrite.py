@@ -81,15 +81,15 @@ class Fragment(NamedTuple):
     not scanned again, and each URL whose verdict depended on the fragment
     alone takes its outcome from here instead of being classified again.
 
-    ``outcomes``: offset in ``text`` -> None (nothing to report) or (url,
-    kind, own, where) of a URL left insecure, for URLs whose verdict, host
-    and URL text depend on no text outside the fragment (a "<" of the
-    fragment opens their complete tag: see ``_Doc.local``).  ``others``:
-    (offset, end of its "://") of every other http URL start: classified in
-    the page as usual."""
+    ``insecure``: (offset in ``text``, url, kind, own, where) of each URL
+    left insecure whose verdict, host and URL text depend on no text outside
+    the fragment (a "<" of the fragment opens their complete tag, or the
+    text from it decides: see ``_Doc.local``), in text order.  ``others``:
+    (offset, end of its "://") of every http URL start whose verdict may
+    depend on the text around: classified in the page as usual."""
 
     text: str
-    outcomes: dict
+    insecure: list
     others: list
 
 
@@ -140,22 +140,24 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     it.  Either way the result is the same as without them.
     """
     html = syntax == "html"
-    lo = hi = -1  # the span of ``fragment`` in ``text``
+    lo = -1  # where ``fragment`` is in ``text``
     if fragment is not None and html:
         lo = _fragment_at(text, fragment.text)
     if lo >= 0:
-        hi = lo + len(fragment.text)
-        known = fragment.outcomes
-        candidates = _candidates_around(text, lo, hi, fragment.others, known)
+        candidates = _candidates_around(text, lo, lo + len(fragment.text), fragment.others)
+        known = [(lo + offset, *outcome) for offset, *outcome in fragment.insecure]
+        if not candidates:  # (an https theme: nothing but the fragment's)
+            return _result(text, text, 0, known, lines, None)
     else:
         candidates = _candidates(text)
-    if not candidates:  # most files of a site that is already https
-        return RewriteResult(text, 0, [])
+        known = None
+        if not candidates:  # most files of a site that is already https
+            return RewriteResult(text, 0, [])
     # A fragment's URLs are those of the rewritten text, at these offsets:
     # without a host map, an upgrade makes no new http URL start.
     keeping = (as_fragment and html and not rules.host_map  # every URL there ends inside:
                and (text[-64:].rstrip() or text.rstrip()).endswith(">"))  # (no copy)
-    outcomes: dict = {}
+    kept: list = []  # the Fragment's insecure
     others: list = []
     shift = 0  # text[i] lands at i + shift in the rewritten text
     classify = _CLASSIFIERS[syntax]
@@ -173,16 +175,11 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     match_host = _HOST.match
     memo = doc.cache.get
     rfind = text.rfind
+    find = text.find
     if html:  # (a quote closes a value at ``start`` iff one comes later)
         last_double, last_single = rfind('"'), rfind("'")
     comments_possible = True
     for start, after in candidates:
-        if lo <= start < hi:
-            outcome = known.get(start - lo, _MISS)
-            if outcome is not _MISS:  # as found in the fragment
-                if outcome is not None:
-                    insecure.append((start, *outcome))
-                continue
         # The common case of _classify_html, inline (one call less per URL):
         # an http:// URL whose verdict is memoized by the text from its
         # tag's "<" (see _html_context).
@@ -206,12 +203,25 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
             context = classify(doc, start, after - start > 7)
             local = doc.local
         if context is None:
-            if keeping:
-                if local:
-                    outcomes[start + shift] = None
-                else:
-                    others.append((start + shift, after + shift))
+            if keeping and not local:
+                others.append((start + shift, after + shift))
             continue  # prose, code sample, comment, identifier attribute...
+        # Most often the host is one to upgrade, as written, and a "/"
+        # follows it: then it is what _HOST finds (no stop character in it,
+        # none of "@:;," after it), for a slice and a set lookup.
+        slash = find("/", after, after + 256)
+        if slash > after and rewriting and text[after:slash] in exact:
+            upgraded += 1
+            append(text[copied_to:start + 4])
+            append("S" if text[start + 3] == "P" else "s")
+            copied_to = start + 4
+            shift += 1
+            new_host = host_map.get(text[after:slash]) if host_map else None
+            if new_host is not None:
+                append(text[copied_to:after])
+                append(new_host)
+                copied_to = slash
+            continue
         authority = match_host(text, after)
         if authority is None:  # a userinfo or port may follow
             authority = match_authority(text, after)
@@ -237,27 +247,34 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
         else:
             kind, where = context
             own = rules.is_own(host)
+            if keeping and not local:
+                others.append((start + shift, after + shift))
             if kind == DATA and not own:
-                outcome = None
-            else:
-                outcome = (_url_at(text, start), kind, own, where)
-                insecure.append((start, *outcome))
-            if keeping:
-                if local:
-                    outcomes[start + shift] = outcome
-                else:
-                    others.append((start + shift, after + shift))
+                continue
+            url = _url_at(text, start)
+            insecure.append((start, url, kind, own, where))
+            if keeping and local:
+                kept.append((start + shift, url, kind, own, where))
     if copied_to:
         append(text[copied_to:])
         text_out = "".join(pieces)
     else:
         text_out = text
-    made = Fragment(text_out, outcomes, others) if keeping and (outcomes or others) else None
+    made = Fragment(text_out, kept, others) if keeping and (kept or others) else None
+    if known:  # the fragment's, then these, in text order
+        insecure = sorted(known + insecure) if insecure else known
+    return _result(text, text_out, upgraded, insecure, lines, made)
+
+
+def _result(text: str, text_out: str, upgraded: int, insecure: list, lines: bool,
+            fragment: Fragment | None) -> RewriteResult:
+    """The RewriteResult, from the (start in ``text``, url, kind, own, where)
+    of each URL left insecure, in text order."""
     if not lines:
         return RewriteResult(text_out, upgraded, [Finding(url, kind, own, where, 0)
                                                   for _, url, kind, own, where in insecure],
-                             made)
-    return RewriteResult(text_out, upgraded, _with_lines(text, insecure), made)
+                             fragment)
+    return RewriteResult(text_out, upgraded, _with_lines(text, insecure), fragment)
 
 
 def _fragment_at(text: str, fragment: str) -> int:
@@ -283,16 +300,20 @@ def _fragment_at(text: str, fragment: str) -> int:
     return at
 
 
-def _candidates_around(text: str, lo: int, hi: int, others: list, known: dict):
+def _candidates_around(text: str, lo: int, hi: int, others: list):
     """_candidates(text) where text[lo:hi] is a fragment whose URL starts are
-    known: only the text around it is scanned."""
-    before = [c for c in _candidates(text, 0, lo + 8) if c[0] < lo]  # + 8: "http:\/\/" from before lo
-    inside = sorted([(lo + offset, lo + offset + 7) for offset in known]
-                    + [(lo + offset, lo + after) for offset, after in others])
+    known, but for those of the fragment's URLs that are not (``others``):
+    only the text around it is scanned."""
+    found = [c for c in _candidates(text, 0, lo + 8) if c[0] < lo]  # + 8: "http:\/\/" from before lo
+    if others:
+        found += [(lo + offset, lo + after) for offset, after in others]
     after = _candidates(text, hi)
-    found = before + inside + after
-    if inside and after and after[0][0] < inside[-1][0]:
-        found.sort()
+    if after:
+        if found and after[0][0] < found[-1][0]:
+            found += after
+            found.sort()
+        else:
+            found += after
     return found
 
 

@@ -243,8 +243,9 @@ def test_a_fragment_is_taken_from_the_page_where_it_is_outside_a_comment():
                ' <code>http://x.example.io/c</code></p>')
     first = rewrite(content, RULES, "html", as_fragment=True)
     assert first.upgraded == 1
-    assert list(first.fragment.outcomes.values()) == [  # in text order
-        ("http://x.example.io/a", "link", False, "a href"), None]
+    assert first.fragment.insecure == [  # the code sample's URL is no finding
+        (first.text.index("http://x"), "http://x.example.io/a", "link", False, "a href")]
+    assert first.fragment.others == []
     page = f'<html><!-- head -->\n<div class="entry-content">\n{first.text}\n</div>\n</html>'
     assert _fragment_at(page, first.fragment.text) == page.index(first.text)
     reused = rewrite(page, RULES, "html", fragment=first.fragment)
