@@ -89,10 +89,15 @@ class _Build:
         if syntax is None or path in self.handled:
             return text
         self.handled.add(path)
-        fragment = self.fragments.get(id(content)) if content is not None else None
+        output = self.relative(path)
+        if content is not None:
+            self.content_of_output[output] = content
+            fragment = self.fragments.get(id(content))
+        else:
+            fragment = None
         result = rewrite(text, self.rules, syntax, self.verdicts, fragment=fragment)
         changed = result.text is not text and result.text != text
-        self.collector.add(self.relative(path), result, changed)
+        self.collector.add(output, result, changed)
         return result.text
 
     def rewrite_file(self, path: str) -> None:
@@ -111,27 +116,27 @@ class _Build:
         later is then upgraded too); remember its insecure URLs."""
         upgraded = 0
         insecure: set[str] = set()
-
-        def rewritten(text, as_fragment=False):
-            nonlocal upgraded
-            if not isinstance(text, str):
-                return text
-            # lines=False: only the URLs are kept (the output files report
-            # them, with their lines)
+        # lines=False: only the URLs are kept (the output files report them,
+        # with their lines)
+        text = getattr(content, "_content", None)
+        if isinstance(text, str):
             result = rewrite(text, self.rules, "html", self.verdicts, lines=False,
-                             as_fragment=as_fragment)
-            upgraded += result.upgraded
-            insecure.update(finding.url for finding in result.insecure)
+                             as_fragment=True)
+            content._content = result.text
+            upgraded = result.upgraded
+            if result.insecure:
+                insecure.update([finding.url for finding in result.insecure])
             if result.fragment is not None:
                 self.fragments[id(content)] = result.fragment
-            return result.text
-
-        content._content = rewritten(getattr(content, "_content", None), as_fragment=True)
         metadata = getattr(content, "metadata", None) or {}
         for key in self.formatted_fields:
-            if not isinstance(metadata.get(key), str):
+            text = metadata.get(key)
+            if not isinstance(text, str):
                 continue
-            value = metadata[key] = rewritten(metadata[key])
+            result = rewrite(text, self.rules, "html", self.verdicts, lines=False)
+            upgraded += result.upgraded
+            insecure.update([finding.url for finding in result.insecure])
+            value = metadata[key] = result.text
             if key == "summary":  # a property; Pelican keeps the value here
                 if hasattr(content, "_summary"):
                     content._summary = value
@@ -243,7 +248,8 @@ class _RewriteOnClose(io.StringIO):
     def __init__(self, file, path: str, content=None):
         super().__init__()
         self._file = file
-        self._path = os.path.abspath(path)
+        # (Pelican's paths are absolute and normalized already)
+        self._path = path if _normalized(path) else os.path.abspath(path)
         self._content = content  # the article or page this file shows
 
     def close(self) -> None:
@@ -324,22 +330,26 @@ def on_all_generators_finalized(generators) -> None:
 
 
 def on_content_written(path, context) -> None:
-    if _build is None:
+    build = _build
+    if build is None or path in build.handled:  # rewritten by RewritingWriter
         return
     path = os.path.abspath(path)
+    if path in build.handled:
+        return
+    # written by another plugin's writer
     content = context.get("article") or context.get("page")
     if content is not None:
-        _build.content_of_output[_build.relative(path)] = content
-    if path not in _build.handled:  # another plugin's writer
-        _rewrite_on_disk(_build, path)
+        build.content_of_output[build.relative(path)] = content
+    _rewrite_on_disk(build, path)
 
 
 def on_feed_written(path, context, feed) -> None:
-    if _build is None:
+    build = _build
+    if build is None or path in build.handled:  # rewritten by RewritingWriter
         return
     path = os.path.abspath(path)
-    if path not in _build.handled:  # another plugin's writer
-        _rewrite_on_disk(_build, path)
+    if path not in build.handled:  # another plugin's writer
+        _rewrite_on_disk(build, path)
 
 
 def _rewrite_on_disk(build: _Build, path: str) -> None:
