@@ -240,10 +240,12 @@ def _cpu_time() -> float:
     return time.thread_time()
 
 
-class _RewriteOnClose(io.StringIO):
+class _RewriteOnClose(io.TextIOBase):
     """What ``RewritingWriter`` hands to Pelican instead of the output file:
-    collects the text (a ``TextIOBase``, so feed XML arrives as str too) and
-    writes the rewritten text on close."""
+    keeps the text written to it and writes the rewritten text on close.  A
+    ``TextIOBase``, so feed XML arrives as str too.  Pelican writes a page in
+    one piece: that string itself is rewritten, with no copy (a StringIO
+    copied each page twice)."""
 
     def __init__(self, file, path: str, content=None):
         super().__init__()
@@ -251,11 +253,25 @@ class _RewriteOnClose(io.StringIO):
         # (Pelican's paths are absolute and normalized already)
         self._path = path if _normalized(path) else os.path.abspath(path)
         self._content = content  # the article or page this file shows
+        self._pieces: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._pieces.append(text)
+        return len(text)
 
     def close(self) -> None:
         if self.closed:
             return
-        text = self.getvalue()
+        pieces = self._pieces
+        text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+        self._pieces = []
         super().close()
         with self._file:
             build = _build

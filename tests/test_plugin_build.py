@@ -199,6 +199,44 @@ def test_another_plugins_writer_falls_back_to_rewriting_on_disk(site):
     assert 'src="https://blog.example.com/images/pic.png"' in atom
 
 
+def test_the_writer_in_memory_and_the_rewrite_on_disk_give_the_same_bytes(site, tmp_path):
+    # Pages arrive at RewritingWriter in one write, feeds in many small ones
+    # (the SAX writer): either way every file must be what rewriting the
+    # plain writer's files on disk gives, byte for byte.
+    in_memory = build(site)
+    on_disk_site = tmp_path / "on-disk"
+    shutil.copytree(FIXTURE, on_disk_site)
+
+    def plain_writer(pelican):
+        return Writer
+
+    signals.get_writer.connect(plain_writer)
+    try:
+        on_disk = build(on_disk_site)
+    finally:
+        signals.get_writer.disconnect(plain_writer)
+    names = sorted(str(path.relative_to(in_memory)) for path in in_memory.rglob("*") if path.is_file())
+    assert names == sorted(str(path.relative_to(on_disk)) for path in on_disk.rglob("*") if path.is_file())
+    assert any(name.endswith(".xml") for name in names) and any(name.endswith(".html") for name in names)
+    for name in names:
+        assert (in_memory / name).read_bytes() == (on_disk / name).read_bytes(), name
+
+
+def test_the_writers_file_takes_text_only_and_nothing_once_closed(tmp_path):
+    from pelican_https.plugin import _RewriteOnClose
+
+    target = tmp_path / "page.html"
+    stream = _RewriteOnClose(open(target, "w", encoding="utf-8"), str(target))
+    assert stream.write("<p>") == 3
+    with pytest.raises(TypeError):
+        stream.write(b"bytes")
+    stream.write("</p>")
+    stream.close()
+    assert target.read_text(encoding="utf-8") == "<p></p>"  # (no build: written as is)
+    with pytest.raises(ValueError):
+        stream.write("late")
+
+
 def test_linked_static_files_do_not_change_their_source(site):
     source = site / "content" / "static" / "site.css"
     before = source.read_bytes()
