@@ -89,7 +89,8 @@ class _Build:
         if syntax is None or path in self.handled:
             return text
         self.handled.add(path)
-        output = self.relative(path)
+        prefix = self._output_prefix  # (relative(path), inline: once per file)
+        output = path[len(prefix):] if _SLASH and path.startswith(prefix) else self.relative(path)
         if content is not None:
             self.content_of_output[output] = content
             fragment = self.fragments.get(id(content))
@@ -182,6 +183,9 @@ class _Build:
             shown = self._displayed[source_path] = _relative(
                 path, self.content_path, self._content_prefix)
         return shown
+
+
+_SLASH = os.sep == "/"  # paths need no "/" in place of os.sep
 
 
 def _relative(path: str, folder: str, prefix: str | None = None) -> str:

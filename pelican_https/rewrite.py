@@ -271,10 +271,15 @@ def _result(text: str, text_out: str, upgraded: int, insecure: list, lines: bool
     """The RewriteResult, from the (start in ``text``, url, kind, own, where)
     of each URL left insecure, in text order."""
     if not lines:
-        return RewriteResult(text_out, upgraded, [Finding(url, kind, own, where, 0)
-                                                  for _, url, kind, own, where in insecure],
-                             fragment)
-    return RewriteResult(text_out, upgraded, _with_lines(text, insecure), fragment)
+        findings = [Finding(url, kind, own, where, 0) for _, url, kind, own, where in insecure]
+    else:
+        findings = []
+        line, counted_to = 1, 0
+        for start, url, kind, own, where in insecure:
+            line += text.count("\n", counted_to, start)
+            counted_to = start
+            findings.append(Finding(url, kind, own, where, line))
+    return RewriteResult(text_out, upgraded, findings, fragment)
 
 
 def _fragment_at(text: str, fragment: str) -> int:
@@ -366,16 +371,6 @@ def _url_at(text: str, start: int) -> str:
             break
         amp = url.find("&", amp + 1)
     return url.rstrip(",;")
-
-
-def _with_lines(text, found) -> list[Finding]:
-    findings = []
-    line, counted_to = 1, 0
-    for start, url, kind, own, where in found:  # in text order
-        line += text.count("\n", counted_to, start)
-        counted_to = start
-        findings.append(Finding(url, kind, own, where, line))
-    return findings
 
 
 class _Doc:
