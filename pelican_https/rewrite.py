@@ -169,6 +169,7 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     doc = _Doc(text, {} if cache is None else cache, syntax, candidates[-1][0] + 1)
     rewriting = rules.rewrite
     exact = rules.exact_hosts
+    own_hosts = rules.own_hosts
     suffixes = rules.upgrade_suffixes
     host_map = rules.host_map
     match_authority = _AUTHORITY.match
@@ -246,7 +247,7 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
                 shift -= 3
         else:
             kind, where = context
-            own = rules.is_own(host)
+            own = host in own_hosts
             if keeping and not local:
                 others.append((start + shift, after + shift))
             if kind == DATA and not own:
@@ -363,7 +364,9 @@ _URL_STOPS = ("&quot;", "&#39;", "&#34;", "&apos;", "&gt;", "&lt;")  # escaped q
 def _url_at(text: str, start: int) -> str:
     """The URL text at ``start``, cut at the first escaped quote or bracket
     (an escaped attribute value ends there)."""
-    url = _URL_TEXT.match(text, start).group().replace("\\/", "/")
+    url = _URL_TEXT.match(text, start).group()
+    if "\\" in url:
+        url = url.replace("\\/", "/")
     amp = url.find("&")
     while amp >= 0:  # (one look per "&", not one search per stop)
         if url.startswith(_URL_STOPS, amp):
