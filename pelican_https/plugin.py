@@ -29,7 +29,7 @@ from pelican.writers import Writer
 
 from . import settings as https_settings
 from .report import Collector, Report
-from .rewrite import SYNTAX_BY_EXTENSION, Fragment, Rules, rewrite
+from .rewrite import SYNTAX_BY_EXTENSION, Fragment, Rules, rewrite, scan
 
 logger = logging.getLogger(__name__)
 # The end-of-build report: Pelican's loggers drop a message already logged in
@@ -77,6 +77,11 @@ class _Build:
         self._displayed: dict[str, str] = {}  # source_path -> shown name
         self._output_prefix = os.path.join(self.output_path, "")
         self._content_prefix = os.path.join(self.content_path, "")
+        # Files whose bytes stay as written but whose http URLs are still to
+        # be classified for the report: (output, text, syntax, fragment,
+        # URL starts), done in batches (see rewrite_text), and their size
+        self._to_report: list[tuple] = []
+        self._to_report_size = 0
 
     def relative(self, path: str) -> str:
         """Output path relative to OUTPUT_PATH, "/"-separated."""
@@ -84,7 +89,14 @@ class _Build:
 
     def rewrite_text(self, path: str, text: str, content=None) -> str:
         """Rewrite one output file's text (``path`` absolute; ``content``: the
-        article or page it shows, if any); record its findings."""
+        article or page it shows, if any); record its findings.
+
+        Pelican calls this between two templates, which leave the CPU's
+        caches cold for this code: every step costs several times what it
+        costs in a loop.  So only what the bytes need is done here.  Usually
+        no byte changes (the content pass upgraded the articles; an https
+        theme makes https URLs): then the http URLs left are classified for
+        the report later, with other files' (``report_pending``)."""
         dot = path.rfind(".")  # (syntax_for(path), inline: once per file)
         syntax = SYNTAX_BY_EXTENSION.get(path[dot:].lower()) if dot >= 0 else None
         if syntax is None or path in self.handled:
@@ -97,10 +109,31 @@ class _Build:
             fragment = self.fragments.get(id(content))
         else:
             fragment = None
+        candidates = scan(text, self.rules)
+        if candidates is not None:  # no byte changes
+            if not candidates:
+                self.collector.files_scanned += 1  # (and nothing to report)
+                return text
+            self._to_report.append((output, text, syntax, fragment, candidates))
+            self._to_report_size += len(text)
+            if self._to_report_size > _REPORT_BATCH:
+                self.report_pending()
+            return text
         result = rewrite(text, self.rules, syntax, self.verdicts, fragment=fragment)
         changed = result.text is not text and result.text != text
         self.collector.add(output, result, changed)
         return result.text
+
+    def report_pending(self) -> None:
+        """Classify the http URLs of the files kept for it, in one loop: the
+        rewriter's code and memo stay in the CPU's caches (measured about
+        twice as fast as file by file between templates)."""
+        pending, self._to_report, self._to_report_size = self._to_report, [], 0
+        rules, verdicts, add = self.rules, self.verdicts, self.collector.add
+        for output, text, syntax, fragment, candidates in pending:
+            result = rewrite(text, rules, syntax, verdicts, fragment=fragment,
+                             candidates=candidates)
+            add(output, result, False)  # (scan() found no host to upgrade)
 
     def rewrite_file(self, path: str) -> None:
         """Rewrite one file on disk (``path`` absolute); bytes that are not
@@ -185,6 +218,10 @@ class _Build:
                 path, self.content_path, self._content_prefix)
         return shown
 
+
+# Text of files kept for report_pending, in characters, before it runs: a
+# batch long enough to run warm, short enough to hold little memory.
+_REPORT_BATCH = 4_000_000
 
 _SLASH = os.sep == "/"  # paths need no "/" in place of os.sep
 
@@ -391,6 +428,7 @@ def on_finalized(pelican) -> None:
                 path = os.path.join(directory, name)
                 if path not in build.handled and os.path.isfile(path):
                     build.rewrite_file(path)
+    build.report_pending()
     report = build.collector.report(
         build.source_of, build.siteurl, build.settings.site_scheme == "http")
     # own time up to here: printing and writing the report are not in it

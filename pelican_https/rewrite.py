@@ -121,9 +121,39 @@ _HOST = re.compile(r"[^\s/\\?#\"'<>()@&:;,\[\]]*+(?![@:;,])")
 _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 
 
+def scan(text: str, rules: Rules) -> list[tuple[int, int]] | None:
+    """The http URL starts of ``text``, or None if the rules upgrade the host
+    of one of them.  Not None: ``rewrite(text, ..., candidates=scan(...))``
+    changes no byte, whatever the URLs' contexts, and only reports; it can
+    wait (the plugin does it in batches)."""
+    candidates = _candidates(text)
+    if not candidates or not rules.rewrite:
+        return candidates
+    exact = rules.exact_hosts
+    suffixes = rules.upgrade_suffixes
+    find = text.find
+    for _, after in candidates:
+        slash = find("/", after, after + 256)  # (as in rewrite())
+        if slash > after and text[after:slash] in exact:
+            return None
+        authority, group = _authority_at(text, after)
+        host = authority.group(group).lower()
+        if host in exact or (suffixes and rules.upgradable(host)):
+            return None
+    return candidates
+
+
+def _authority_at(text: str, after: int):
+    """(match, group of the host) of the authority after "://" at ``after``."""
+    authority = _HOST.match(text, after)
+    if authority is None:  # a userinfo or port may follow
+        return _AUTHORITY.match(text, after), 1
+    return authority, 0  # no userinfo, no port
+
+
 def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
             lines: bool = True, *, fragment: Fragment | None = None,
-            as_fragment: bool = False) -> RewriteResult:
+            as_fragment: bool = False, candidates: list | None = None) -> RewriteResult:
     """Upgrade the followed http URLs of ``text`` (html, xml, css or json).
 
     ``cache`` (optional, any dict, shared across the files of a build) memoizes
@@ -138,18 +168,22 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     fragment, perhaps shown verbatim in ``text``: where it is, outside a
     comment, it is not scanned again and its URLs' outcomes are taken from
     it.  Either way the result is the same as without them.
+
+    ``candidates``: what ``scan(text, ...)`` gave, not to scan again.
     """
     html = syntax == "html"
     lo = -1  # where ``fragment`` is in ``text``
     if fragment is not None and html:
         lo = _fragment_at(text, fragment.text)
     if lo >= 0:
-        candidates = _candidates_around(text, lo, lo + len(fragment.text), fragment.others)
+        candidates = _candidates_around(text, lo, lo + len(fragment.text), fragment.others,
+                                        candidates)
         known = [(lo + offset, *outcome) for offset, *outcome in fragment.insecure]
         if not candidates:  # (an https theme: nothing but the fragment's)
             return _result(text, text, 0, known, lines, None)
     else:
-        candidates = _candidates(text)
+        if candidates is None:
+            candidates = _candidates(text)
         known = None
         if not candidates:  # most files of a site that is already https
             return RewriteResult(text, 0, [])
@@ -172,8 +206,6 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     own_hosts = rules.own_hosts
     suffixes = rules.upgrade_suffixes
     host_map = rules.host_map
-    match_authority = _AUTHORITY.match
-    match_host = _HOST.match
     memo = doc.cache.get
     rfind = text.rfind
     find = text.find
@@ -223,12 +255,7 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
                 append(new_host)
                 copied_to = slash
             continue
-        authority = match_host(text, after)
-        if authority is None:  # a userinfo or port may follow
-            authority = match_authority(text, after)
-            host_group = 1
-        else:
-            host_group = 0  # no userinfo, no port
+        authority, host_group = _authority_at(text, after)
         host = authority.group(host_group).lower()
         if rewriting and (host in exact or (suffixes and rules.upgradable(host))):
             upgraded += 1
@@ -306,14 +333,20 @@ def _fragment_at(text: str, fragment: str) -> int:
     return at
 
 
-def _candidates_around(text: str, lo: int, hi: int, others: list):
+def _candidates_around(text: str, lo: int, hi: int, others: list,
+                       candidates: list | None = None):
     """_candidates(text) where text[lo:hi] is a fragment whose URL starts are
     known, but for those of the fragment's URLs that are not (``others``):
-    only the text around it is scanned."""
-    found = [c for c in _candidates(text, 0, lo + 8) if c[0] < lo]  # + 8: "http:\/\/" from before lo
+    only the text around it is scanned (or ``candidates``, all of the text's,
+    taken from around it)."""
+    if candidates is not None:
+        found = [c for c in candidates if c[0] < lo]
+        after = [c for c in candidates if c[0] >= hi]
+    else:
+        found = [c for c in _candidates(text, 0, lo + 8) if c[0] < lo]  # + 8: "http:\/\/" from before lo
+        after = _candidates(text, hi)
     if others:
-        found += [(lo + offset, lo + after) for offset, after in others]
-    after = _candidates(text, hi)
+        found += [(lo + offset, lo + end) for offset, end in others]
     if after:
         if found and after[0][0] < found[-1][0]:
             found += after

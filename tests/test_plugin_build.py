@@ -66,7 +66,12 @@ def report_lines(caplog):
     return [r.getMessage() for r in caplog.records if r.name == "pelican_https.report"]
 
 
-def test_report_line_by_line(site, caplog, monkeypatch):
+@pytest.mark.parametrize("batch", [None, 0])
+def test_report_line_by_line(site, caplog, monkeypatch, batch):
+    # batch 0: the files kept for the report are classified one by one, right
+    # after each is written, instead of in batches: the same report
+    if batch is not None:
+        monkeypatch.setattr("pelican_https.plugin._REPORT_BATCH", batch)
     monkeypatch.chdir(site)
     caplog.set_level(logging.INFO)
     build(site, HTTPS_REPORT_PATH="reports/https.json")
@@ -116,6 +121,30 @@ def test_output_is_upgraded_and_the_rest_kept(site):
             text = path.read_text(encoding="utf-8").replace("&quot;", '"')
             text = re.sub(r"<pre.*?</pre>", "", text, flags=re.S)
             assert not OWN_HTTP_IN_ATTRIBUTE.search(text), path
+
+
+def test_every_file_is_upgraded_when_pelican_writes_it(site):
+    # The report waits for batches; the bytes never do: another plugin that
+    # reads a page or feed as it is written finds it upgraded already.
+    seen = {}
+
+    def read(path, **kwargs):
+        with open(path, encoding="utf-8") as f:
+            seen[path] = f.read()
+
+    signals.content_written.connect(read)
+    signals.feed_written.connect(read)
+    try:
+        output = build(site)
+    finally:
+        signals.content_written.disconnect(read)
+        signals.feed_written.disconnect(read)
+    assert len(seen) > 10
+    for path, text in seen.items():
+        assert text == open(path, encoding="utf-8").read(), path
+        text = re.sub(r"<pre.*?</pre>", "", text.replace("&quot;", '"'), flags=re.S)
+        assert not OWN_HTTP_IN_ATTRIBUTE.search(text), path
+    assert 'src="https://blog.example.com/images/pic.png"' in seen[str(output / "feeds" / "all.atom.xml")]
 
 
 def test_content_is_upgraded_once_before_templates_use_it(site):

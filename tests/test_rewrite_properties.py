@@ -4,9 +4,9 @@ hosts never change, and rewriting twice equals rewriting once."""
 
 import re
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
-from pelican_https.rewrite import Rules, rewrite
+from pelican_https.rewrite import Rules, rewrite, scan
 
 OWN = ["blog.example.com", "www.blog.example.com", "old.example.net"]
 UPGRADE = ["cdn.example.org"]
@@ -14,6 +14,8 @@ OTHER = ["x.example.io", "blog.example.com.evil.net", "evilblog.example.com", ""
 RULES = Rules(own_hosts=frozenset(OWN), upgrade_hosts=frozenset(UPGRADE))
 MAPPED = Rules(own_hosts=frozenset(OWN), upgrade_hosts=frozenset(UPGRADE),
                host_map={"old.example.net": "blog.example.com"})
+AUDIT = Rules(own_hosts=frozenset(OWN), upgrade_hosts=frozenset(UPGRADE), rewrite=False)
+SUFFIXES = Rules(own_hosts=frozenset(OWN), upgrade_suffixes=(".example.io",))
 
 schemes = st.sampled_from(["http", "HTTP", "Http", "https"])
 hosts = st.sampled_from(OWN + UPGRADE + OTHER).flatmap(
@@ -170,6 +172,24 @@ def test_a_cache_warmed_by_other_documents_changes_nothing(others, syntax):
     assert rewrite(document, MAPPED, syntax, cache) == rewrite(document, MAPPED, syntax, _NoMemo())
 
 
+@settings(max_examples=400, deadline=None)
+@given(documents, st.sampled_from(["html", "xml", "css", "json"]),
+       st.sampled_from([RULES, MAPPED, AUDIT, SUFFIXES]))
+@example('<a href="http://x.example.io/a">', "html", SUFFIXES)  # a host by its suffix
+@example('<a href="http://u@Blog.Example.com:80">', "html", RULES)  # userinfo, case, port
+@example('<a href="http://blog.example.com/a">', "html", AUDIT)  # never rewritten
+def test_a_text_scan_lets_wait_keeps_its_bytes(document, syntax, rules):
+    # scan() lets the report of a text wait only when rewriting it can change
+    # no byte; rewrite() given what scan() found gives what it finds itself.
+    found = scan(document, rules)
+    expected = rewrite(document, rules, syntax, _NoMemo())
+    if found is not None:
+        assert expected.text == document
+        assert rewrite(document, rules, syntax, {}, candidates=found) == expected
+    else:
+        assert rules.rewrite
+
+
 def test_a_tag_whose_quote_nothing_closes_teaches_the_memo_nothing():
     # Read alone, '<img srcset="a.png 1x, http://...' has no closing quote:
     # the value is read unquoted and the URL is no srcset candidate.  A later
@@ -207,8 +227,6 @@ def test_the_host_shortcut_finds_the_host_the_authority_pattern_finds(rest):
 
 # -- a fragment (an article's content) shown verbatim in a page ---------------
 
-AUDIT = Rules(own_hosts=frozenset(OWN), upgrade_hosts=frozenset(UPGRADE), rewrite=False)
-SUFFIXES = Rules(own_hosts=frozenset(OWN), upgrade_suffixes=(".example.io",))
 # what a template may put right before the content: the fragment's URLs must
 # get the verdict they get there (comment, <script>, <style>, open tag...)
 openers = st.sampled_from([
