@@ -109,9 +109,9 @@ class _Build:
             fragment = self.fragments.get(id(content))
         else:
             fragment = None
-        candidates = scan(text, self.rules)
+        candidates = scan(text, self.rules, fragment if syntax == "html" else None)
         if candidates is not None:  # no byte changes
-            if not candidates:
+            if not candidates and fragment is None:
                 self.collector.files_scanned += 1  # (and nothing to report)
                 return text
             self._to_report.append((output, text, syntax, fragment, candidates))

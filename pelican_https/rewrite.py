@@ -121,12 +121,19 @@ _HOST = re.compile(r"[^\s/\\?#\"'<>()@&:;,\[\]]*+(?![@:;,])")
 _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 
 
-def scan(text: str, rules: Rules) -> list[tuple[int, int]] | None:
-    """The http URL starts of ``text``, or None if the rules upgrade the host
-    of one of them.  Not None: ``rewrite(text, ..., candidates=scan(...))``
-    changes no byte, whatever the URLs' contexts, and only reports; it can
-    wait (the plugin does it in batches)."""
-    candidates = _candidates(text)
+def scan(text: str, rules: Rules, fragment: Fragment | None = None
+         ) -> list[tuple[int, int]] | None:
+    """The http URL starts of ``text`` (with ``fragment``, html: but for the
+    fragment's known ones, where it is in ``text``), or None if the rules
+    upgrade the host of one of them.  Not None: ``rewrite(text, ...,
+    fragment=fragment, candidates=scan(...))`` changes no byte, whatever the
+    URLs' contexts, and only reports; it can wait (the plugin does it in
+    batches)."""
+    lo = _fragment_at(text, fragment.text) if fragment is not None else -1
+    if lo >= 0:
+        candidates = _candidates_around(text, lo, lo + len(fragment.text), fragment.others)
+    else:
+        candidates = _candidates(text)
     if not candidates or not rules.rewrite:
         return candidates
     exact = rules.exact_hosts

@@ -250,6 +250,11 @@ def test_a_fragment_reused_in_a_page_gives_what_a_full_scan_gives(
     page = before + opener + first.text + after
     expected = rewrite(page, rules, "html", _NoMemo())
     assert rewrite(page, rules, "html", cache, fragment=first.fragment) == expected
+    found = scan(page, rules, first.fragment)  # the same, by way of scan()
+    if found is not None:
+        assert expected.text == page
+        assert rewrite(page, rules, "html", cache, fragment=first.fragment,
+                       candidates=found) == expected
     if first.fragment is not None:
         assert first.fragment.text == first.text
 
