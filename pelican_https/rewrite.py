@@ -207,18 +207,23 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     insecure: list[tuple[int, str, str, bool, str]] = []
     copied_to = 0
     upgraded = 0
-    doc = _Doc(text, {} if cache is None else cache, syntax, candidates[-1][0] + 1)
+    if cache is None:
+        cache = {}
+    last_url = candidates[-1][0] + 1
+    doc = None  # the _Doc, made at the first URL whose verdict is not memoized
     rewriting = rules.rewrite
     exact = rules.exact_hosts
     own_hosts = rules.own_hosts
     suffixes = rules.upgrade_suffixes
     host_map = rules.host_map
-    memo = doc.cache.get
+    memo = cache.get
     rfind = text.rfind
     find = text.find
     if html:  # (a quote closes a value at ``start`` iff one comes later)
         last_double, last_single = rfind('"'), rfind("'")
-    comments_possible = True
+    # a memoized verdict is checked against the comments, if any is before
+    # the last URL (as _Doc.in_comment finds them)
+    comments_possible = html and find("<!--", 0, last_url) >= 0
     for start, after in candidates:
         # The common case of _classify_html, inline (one call less per URL):
         # an http:// URL whose verdict is memoized by the text from its
@@ -235,11 +240,13 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
                     if quote and start > (last_double if quote == '"' else last_single):
                         context = _MISS
                     elif context is not None and comments_possible:
+                        if doc is None:
+                            doc = _Doc(text, cache, syntax, last_url)
                         if doc.in_comment(start):
                             context = None
-                        elif not doc._comments:  # none before the last URL
-                            comments_possible = False
         if context is _MISS:
+            if doc is None:
+                doc = _Doc(text, cache, syntax, last_url)
             context = classify(doc, start, after - start > 7)
             local = doc.local
         if context is None:
