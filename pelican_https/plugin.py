@@ -12,8 +12,9 @@ pass that reports what remains insecure, output file by output file.
 Only what the bytes need is done as each file is written (usually nothing
 changes): classifying the http URLs left, for the report, waits for a batch
 of such files, done in one loop while the CPU's caches hold the rewriter
-(see ``_Build.rewrite_text``).  If another plugin supplies the writer, the ``content_written`` /
-``feed_written`` receivers rewrite those files on disk instead.  Files Pelican
+(see ``_Build.rewrite_text``).  If another plugin supplies the writer, the
+``content_written`` / ``feed_written`` receivers rewrite those files on disk
+instead.  Files Pelican
 copies (static files, theme CSS) or other plugins write are rewritten on disk
 at ``finalized``, where the report is also produced.
 """
