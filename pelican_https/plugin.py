@@ -14,9 +14,9 @@ changes): classifying the http URLs left, for the report, waits for a batch
 of such files, done in one loop while the CPU's caches hold the rewriter
 (see ``_Build.rewrite_text``).  If another plugin supplies the writer, the
 ``content_written`` / ``feed_written`` receivers rewrite those files on disk
-instead.  Files Pelican
-copies (static files, theme CSS) or other plugins write are rewritten on disk
-at ``finalized``, where the report is also produced.
+instead.  Files Pelican copies (static files, theme CSS) or other plugins
+write are rewritten on disk at ``finalized``, where the report is also
+produced.
 """
 
 from __future__ import annotations
@@ -130,8 +130,10 @@ class _Build:
 
     def report_pending(self) -> None:
         """Classify the http URLs of the files kept for it, in one loop: the
-        rewriter's code and memo stay in the CPU's caches (measured about
-        twice as fast as file by file between templates)."""
+        rewriter's code and memo stay in the CPU's caches.  (Measured with a
+        stand-in for the templates that touches 1,000 random dictionary
+        entries between two files: the output files' rewrite took 0.40 s
+        file by file, 0.23 s in one loop.)"""
         pending, self._to_report, self._to_report_size = self._to_report, [], 0
         rules, verdicts, add = self.rules, self.verdicts, self.collector.add
         for output, text, syntax, fragment, candidates in pending:

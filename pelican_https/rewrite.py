@@ -165,7 +165,7 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
 
     ``cache`` (optional, any dict, shared across the files of a build) memoizes
     verdicts by the text they depend on: the text from a tag's "<" up to a
-    URL that starts a quoted value (``<a href="``: the same in every article),
+    URL where that text decides (``<a href="``: the same in every article),
     else the whole tag.  Tags recur across pages, listings and feeds.
     ``lines=False``: the findings' lines are not counted (all 0).
 
