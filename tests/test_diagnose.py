@@ -8,6 +8,7 @@ names, so DNS changes and extra server blocks touch no other test's site.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -75,8 +76,33 @@ def _order_refused(settings, order_settings=None) -> str:
 
 
 def _reload_nginx(sandbox) -> None:
+    """Reload nginx and wait until its old workers are gone: until then one of them may still
+    answer a new connection with the old configuration (seen once: the pre-check met the old
+    server block and the client went on to the CA)."""
+    master = sandbox.pids["nginx"]
+    old_workers = _children(master)
     subprocess.run([NGINX, "-p", str(sandbox.nginx_prefix), "-c", "conf/nginx.conf", "-s", "reload"], check=True,
                    capture_output=True)
+    deadline = time.monotonic() + 10
+    while old_workers & _children(master):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nginx's old workers {sorted(old_workers)} did not exit after the reload")
+        time.sleep(0.02)
+
+
+def _children(pid: int) -> set[int]:
+    """The PIDs of ``pid``'s live children (from /proc: nginx is not our child)."""
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == pid and fields[0] != "Z":
+                children.add(int(entry))
+    return children
 
 
 @pytest.fixture
