@@ -53,9 +53,6 @@ class Rules:
         # set, built once (not a field: it follows from the two above)
         object.__setattr__(self, "exact_hosts", self.own_hosts | self.upgrade_hosts)
 
-    def is_own(self, host: str) -> bool:
-        return host in self.own_hosts
-
     def upgradable(self, host: str) -> bool:
         if host in self.exact_hosts:
             return True
