@@ -134,15 +134,13 @@ def scan(text: str, rules: Rules, fragment: Fragment | None = None
     if not candidates or not rules.rewrite:
         return candidates
     exact = rules.exact_hosts
-    suffixes = rules.upgrade_suffixes
     find = text.find
     for _, after in candidates:
-        slash = find("/", after, after + 256)  # (as in rewrite())
+        slash = find("/", after, after + 256)  # (rewrite()'s shortcut)
         if slash > after and text[after:slash] in exact:
             return None
         authority, group = _authority_at(text, after)
-        host = authority.group(group).lower()
-        if host in exact or (suffixes and rules.upgradable(host)):
+        if rules.upgradable(authority.group(group).lower()):
             return None
     return candidates
 
@@ -381,14 +379,16 @@ def _candidates(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int
         hi = len(text)
     lower = rfind("p://", lo, hi)
     upper = rfind("P://", lo, hi)
-    if lower < 0 and upper < 0 and text.find("\\", lo, hi) < 0:
+    # no backslash at all: no ":\\/\\/" either (one character is found much faster)
+    escaped = text.find("\\", lo, hi) >= 0
+    if lower < 0 and upper < 0 and not escaped:
         return []  # most pages of a site that is https already
     found: list[tuple[int, int]] = []
     append = found.append
     for separator, scheme_end, at in (("p://", 1, lower), ("P://", 1, upper), (":\\/\\/", 0, None)):
         if at is None:
-            if text.find("\\", lo, hi) < 0:
-                break  # no backslash at all: one character is found much faster
+            if not escaped:
+                break
             at = rfind(separator, lo, hi)
         if at < 0:
             continue
