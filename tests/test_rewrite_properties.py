@@ -118,6 +118,22 @@ def test_idempotent(document, syntax, rules):
     assert rewrite(once, rules, syntax).text == once
 
 
+# More hosts than rewrite()'s startswith shortcut takes: hosts are then
+# looked up in the set only.  Those added never occur in the documents.
+MANY = frozenset(UPGRADE + [f"h{i}.example.org" for i in range(20)])
+LONG_LISTS = [(RULES, Rules(own_hosts=frozenset(OWN), upgrade_hosts=MANY)),
+              (MAPPED, Rules(own_hosts=frozenset(OWN), upgrade_hosts=MANY, host_map=MAPPED.host_map))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents, st.sampled_from(["html", "xml", "css", "json"]), st.sampled_from(LONG_LISTS))
+def test_a_long_host_list_gives_what_a_short_one_gives(document, syntax, pair):
+    short, long = pair
+    assert short.host_slash_prefixes and not long.host_slash_prefixes
+    assert rewrite(document, long, syntax) == rewrite(document, short, syntax)
+    assert (scan(document, long) is None) == (scan(document, short) is None)
+
+
 @settings(max_examples=200, deadline=None)
 @given(documents, st.sampled_from(["html", "xml", "css", "json"]))
 def test_upgrade_count_matches_the_changes(document, syntax):
@@ -185,7 +201,7 @@ def test_a_text_scan_lets_wait_keeps_its_bytes(document, syntax, rules):
     expected = rewrite(document, rules, syntax, _NoMemo())
     if found is not None:
         assert expected.text == document
-        assert rewrite(document, rules, syntax, {}, candidates=found) == expected
+        assert rewrite(document, rules, syntax, {}, scanned=found) == expected
     else:
         assert rules.rewrite
 
@@ -205,6 +221,26 @@ def test_a_tag_whose_quote_nothing_closes_teaches_the_memo_nothing():
         assert rewrite(second, RULES, "html", cache) == rewrite(second, RULES, "html", _NoMemo())
     assert "https://" in rewrite(closed, RULES, "html").text
     assert "https://" not in rewrite(closed_alt, RULES, "html").text
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="hHtTpPsS:/\\ x<>\"日", max_size=40), st.integers(0, 45), st.integers(0, 45))
+@example("http://a HTTP:\\/\\/b hTtP://c https://d ftp://e http:/f", 0, 45)
+def test_the_candidate_scan_finds_every_http_separator(text, lo, hi):
+    # _candidates: every "http" (any case) + "://" or ":\/\/" whose separator,
+    # from its ":", lies in text[lo:hi], in order; checked against the
+    # plainest reading of that sentence.
+    from pelican_https.rewrite import _candidates
+
+    expected = []
+    for colon in range(max(lo, 4), len(text)):
+        for separator in ("://", ":\\/\\/"):
+            end = colon + len(separator)
+            if (text[colon - 4:colon].lower() == "http" and text.startswith(separator, colon)
+                    and end <= min(hi, len(text))):
+                expected.append((colon - 4, end))
+    assert _candidates(text, lo, hi) == expected
+    assert _candidates(text) == _candidates(text, 0, len(text))
 
 
 @settings(max_examples=500, deadline=None)
@@ -254,7 +290,7 @@ def test_a_fragment_reused_in_a_page_gives_what_a_full_scan_gives(
     if found is not None:
         assert expected.text == page
         assert rewrite(page, rules, "html", cache, fragment=first.fragment,
-                       candidates=found) == expected
+                       scanned=found) == expected
     if first.fragment is not None:
         assert first.fragment.text == first.text
 
