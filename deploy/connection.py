@@ -68,13 +68,23 @@ def run(conn: Connection, argv: Sequence[str], *, stdin: IO[bytes] | None = None
 
 def shell(conn: Connection, script: str, *, stdin: IO[bytes] | None = None, what: str = "") -> str:
     """Run a shell script built only from quoted parts; ``sh -c`` keeps it independent of the login shell."""
+    # The session must not end before our EOF arrives. paramiko sends the EOF after releasing the
+    # channel's lock: if sshd's close of a finished command is answered meanwhile, sshd meets an
+    # EOF for a channel it no longer has and drops the whole connection, killing every other
+    # session on it (seen: read_state cut off with exit -1 while `nginx -v` ran beside it, with
+    # another thread holding the GIL). So without input no EOF is sent (stdin is /dev/null), and
+    # with input the script's unread rest is drained before the session can end.
+    if stdin is None:
+        script = "exec </dev/null\n" + script
+    else:
+        script = f"(\n{script}\n)\nstatus=$?; cat >/dev/null; exit $status"
     channel = conn.client.get_transport().open_session()
     try:
         channel.exec_command(shlex.join(["sh", "-c", script]))
         if stdin is not None:
             while chunk := stdin.read(1 << 20):
                 channel.sendall(chunk)
-        channel.shutdown_write()
+            channel.shutdown_write()
         out, err = _drain(channel)
         status = channel.recv_exit_status()
     finally:
