@@ -251,6 +251,27 @@ def test_the_writer_in_memory_and_the_rewrite_on_disk_give_the_same_bytes(site, 
         assert (in_memory / name).read_bytes() == (on_disk / name).read_bytes(), name
 
 
+def test_a_file_named_two_ways_is_rewritten_and_reported_once(tmp_path):
+    # Pelican hands the writer absolute, normalized paths, and rewrite_text
+    # takes those as they are; any other spelling of the same file is made
+    # absolute and normalized first, so the file is handled once.
+    from types import SimpleNamespace
+
+    from pelican_https.plugin import _Build
+
+    output = tmp_path / "output"
+    (output / "a").mkdir(parents=True)
+    build = _Build(SimpleNamespace(settings={
+        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
+    page = '<a href="http://blog.example.com/x">x</a>'
+    first = build.rewrite_text(str(output / "a" / "page.html"), page)
+    again = build.rewrite_text(str(output / "a" / ".." / "a" / "page.html"), page)
+    relative = os.path.relpath(output / "a" / "page.html")
+    assert build.rewrite_text(relative, page) == again == page  # handled already: as given
+    assert first == '<a href="https://blog.example.com/x">x</a>'
+    assert build.collector.files_scanned == 1 and build.handled == {str(output / "a" / "page.html")}
+
+
 def test_the_writers_file_takes_text_only_and_nothing_once_closed(tmp_path):
     from pelican_https.plugin import _RewriteOnClose
 
