@@ -469,17 +469,34 @@ class _Doc:
 
 
 def _comment_spans(text: str, escaped_too: bool, end_of_search: int) -> list[tuple[int, int]]:
-    """(start, end) of the comments that open before ``end_of_search``."""
+    """(start, end) of the comments that open before ``end_of_search``, in
+    order; ``escaped_too`` (a feed): HTML comments escaped in an entry's text
+    (``&lt;!-- --&gt;``) as well.  A comment is skipped whole: an opener inside
+    it opens nothing.  Both kinds are found in one pass, by their "!--" (two
+    passes over a feed, one per opener, were a third of its report's time)."""
+    find = text.find
     spans = []
-    for opener, closer in (("<!--", "-->"), ("&lt;!--", "--&gt;"))[:1 + escaped_too]:
-        find = text.find
-        at = find(opener, 0, end_of_search)
+    if not escaped_too:
+        at = find("<!--", 0, end_of_search)
         while at >= 0:
-            end = find(closer, at + len(opener))
-            end = len(text) if end < 0 else end + len(closer)
+            end = find("-->", at + 4)
+            end = len(text) if end < 0 else end + 3
             spans.append((at, end))
-            at = find(opener, end, end_of_search)
-    spans.sort()
+            at = find("<!--", end, end_of_search)
+        return spans
+    at = find("!--", 0, end_of_search)
+    while at >= 0:
+        if at >= 1 and text[at - 1] == "<":
+            start, closer = at - 1, "-->"
+        elif at >= 4 and text.startswith("&lt;", at - 4):
+            start, closer = at - 4, "--&gt;"
+        else:
+            at = find("!--", at + 3, end_of_search)
+            continue
+        end = find(closer, at + 3)
+        end = len(text) if end < 0 else end + len(closer)
+        spans.append((start, end))
+        at = find("!--", end, end_of_search)
     return spans
 
 

@@ -157,6 +157,14 @@ PAIRS = [
     ("xhtml:link in a sitemap", "xml", f'<xhtml:link rel="alternate" hreflang="ja" href="{H}/ja/"/>',
      f'<xhtml:link rel="alternate" hreflang="ja" href="{S}/ja/"/>'),
     ("xml comment untouched", "xml", f"<!-- <loc>{H}/</loc> -->", f"<!-- <loc>{H}/</loc> -->"),
+    ("escaped comment in a feed untouched", "xml",
+     f'<content type="html">&lt;!-- &lt;img src="{H}/a.png"&gt; --&gt;&lt;img src="{H}/b.png"&gt;</content>',
+     f'<content type="html">&lt;!-- &lt;img src="{H}/a.png"&gt; --&gt;&lt;img src="{S}/b.png"&gt;</content>'),
+    # an opener inside a comment opens nothing: after an XML comment, an
+    # escaped opener in it is forgotten
+    ("escaped opener inside an xml comment", "xml",
+     f'<!-- &lt;!-- --><content type="html">&lt;img src="{H}/b.png"&gt;</content>',
+     f'<!-- &lt;!-- --><content type="html">&lt;img src="{S}/b.png"&gt;</content>'),
     # -- what it never touches ----------------------------------------------
     ("prose", "html", f"<p>Visit {H}/ today</p>", f"<p>Visit {H}/ today</p>"),
     ("pre/code sample", "html", f'<pre><code>&lt;a href="{H}/"&gt;</code></pre>',
