@@ -43,6 +43,8 @@ from . import plugin
 def register() -> None:
     # Validate settings and reset per-build state once Pelican is configured.
     signals.initialized.connect(plugin.on_initialized)
+    # A new state as each run starts (pelican --autoreload runs again).
+    signals.get_generators.connect(plugin.on_run)
     # Our Writer rewrites pages and feeds in memory before writing them: no
     # second read-and-write pass over Pelican's output.
     signals.get_writer.connect(plugin.provide_writer)

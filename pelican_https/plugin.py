@@ -30,6 +30,7 @@ import tempfile
 import time
 from dataclasses import replace
 
+from pelican import signals
 from pelican.writers import Writer
 
 from . import settings as https_settings
@@ -50,7 +51,8 @@ class InsecureOutputError(RuntimeError):
 
 
 class _Build:
-    """State of one ``pelican`` run (reset by ``initialized``)."""
+    """State of one ``pelican`` run (new at ``initialized``, to check the
+    settings at once, and as each run starts: ``on_run``)."""
 
     def __init__(self, pelican):
         self.settings = https_settings.load(pelican.settings)
@@ -303,13 +305,12 @@ class _RewriteOnClose(io.StringIO):
     than a Python ``write`` keeping the pieces, and faster for pages too
     (one write each) though it copies them."""
 
+    # No __init__ of its own: RewritingWriter sets these on the StringIO it
+    # makes (one Python call fewer per file, a few µs each as Pelican writes).
     __slots__ = ("_file", "_path", "_content")
-
-    def __init__(self, file, path: str, content=None):
-        super().__init__()
-        self._file = file
-        self._path = path  # (made absolute, if it is not, by rewrite_text)
-        self._content = content  # the article or page this file shows
+    _file: object     # the output file Pelican opened
+    _path: str        # its path (made absolute, if it is not, by rewrite_text)
+    _content: object  # the article or page this file shows, or None
 
     def close(self) -> None:
         if self.closed:
@@ -330,6 +331,15 @@ class RewritingWriter(Writer):
 
     _showing = None  # the article or page of the write_file call under way
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Every page and feed goes through this writer and is rewritten here:
+        # the receivers that rewrite the files another plugin's writer wrote
+        # would only return, thousands of times, a few µs each as Pelican
+        # writes.  Connected again by the next build's on_initialized.
+        signals.content_written.disconnect(on_content_written)
+        signals.feed_written.disconnect(on_feed_written)
+
     def write_file(self, name, template, context, *args, **kwargs):
         self._showing = kwargs.get("article") or kwargs.get("page")
         try:
@@ -341,7 +351,9 @@ class RewritingWriter(Writer):
         file = super()._open_w(filename, encoding, override)
         if filename == os.devnull or _build is None:
             return file
-        return _RewriteOnClose(file, filename, self._showing)
+        wrapped = _RewriteOnClose()
+        wrapped._file, wrapped._path, wrapped._content = file, filename, self._showing
+        return wrapped
 
 
 # -- receivers (module level: Pelican's signals hold weak references) -------
@@ -355,6 +367,18 @@ def on_initialized(pelican) -> None:
             "https: SITEURL is %r, an http URL; set it to https://%s",
             _build.siteurl, _build.settings.site_host,
         )
+
+
+def on_run(pelican) -> None:
+    """``get_generators``: sent as each run starts, before any content is
+    read.  ``pelican --autoreload`` runs the same Pelican again for every
+    change (``initialized`` is sent once): each run starts from a new state."""
+    global _build
+    _build = None
+    _build = _Build(pelican)
+    # (disconnected by RewritingWriter while it is the writer)
+    signals.content_written.connect(on_content_written)
+    signals.feed_written.connect(on_feed_written)
 
 
 def provide_writer(pelican):

@@ -91,6 +91,28 @@ def test_report_line_by_line(site, caplog, monkeypatch, batch):
             f"(from {item['source']})" for item in report["subresources"]] == EXPECTED_REPORT[2:16]
 
 
+def test_each_run_of_one_pelican_starts_afresh(site, caplog, monkeypatch):
+    # pelican --autoreload runs the same Pelican again for every change, and
+    # Pelican sends `initialized` once: the second run must rewrite and report
+    # exactly as the first, not skip the files the first one handled.
+    monkeypatch.chdir(site)
+    caplog.set_level(logging.INFO)
+    settings = read_settings(str(site / "pelicanconf.py"), override={
+        "OUTPUT_PATH": str(site / "output"), "HTTPS_REPORT_PATH": "https.json"})
+    pelican = Pelican(settings)
+    outputs, reports = [], []
+    for _ in range(2):
+        caplog.clear()
+        pelican.run()
+        outputs.append({path.relative_to(site / "output"): path.read_bytes()
+                        for path in (site / "output").rglob("*") if path.is_file()})
+        reports.append(report_lines(caplog))
+    assert reports[0] == reports[1] == EXPECTED_REPORT
+    assert outputs[0] == outputs[1]
+    assert not any(OWN_HTTP_IN_ATTRIBUTE.search(data.decode("utf-8", "replace"))
+                   for path, data in outputs[1].items() if path.suffix == ".html")
+
+
 def test_output_is_upgraded_and_the_rest_kept(site):
     output = build(site)
     post = (output / "first-post.html").read_text(encoding="utf-8")
@@ -276,7 +298,8 @@ def test_the_writers_file_takes_text_only_and_nothing_once_closed(tmp_path):
     from pelican_https.plugin import _RewriteOnClose
 
     target = tmp_path / "page.html"
-    stream = _RewriteOnClose(open(target, "w", encoding="utf-8"), str(target))
+    stream = _RewriteOnClose()  # as RewritingWriter makes it
+    stream._file, stream._path, stream._content = open(target, "w", encoding="utf-8"), str(target), None
     assert stream.write("<p>\r\n") == 5
     with pytest.raises(TypeError):
         stream.write(b"bytes")
