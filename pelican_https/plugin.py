@@ -288,6 +288,7 @@ def _replace_file(path: str, data: bytes) -> None:
 
 
 _build: _Build | None = None
+import_seconds = 0.0  # CPU time of importing the package, until a run counts it
 
 
 # CPU time of this thread, for the report's own-time counter: Pelican and the
@@ -315,12 +316,12 @@ class _RewriteOnClose(io.StringIO):
     def close(self) -> None:
         if self.closed:
             return
+        started = _cpu_time()  # (taking the text out is the plugin's work too)
         text = self.getvalue()
         super().close()
         with self._file:
             build = _build
             if build is not None:
-                started = _cpu_time()
                 text = build.rewrite_text(self._path, text, self._content)
                 build.seconds += _cpu_time() - started
             self._file.write(text)
@@ -373,9 +374,11 @@ def on_run(pelican) -> None:
     """``get_generators``: sent as each run starts, before any content is
     read.  ``pelican --autoreload`` runs the same Pelican again for every
     change (``initialized`` is sent once): each run starts from a new state."""
-    global _build
+    global _build, import_seconds
     _build = None
     _build = _Build(pelican)
+    # the package's import (set by __init__), in the own time of the first run
+    _build.seconds, import_seconds = import_seconds, 0.0
     # (disconnected by RewritingWriter while it is the writer)
     signals.content_written.connect(on_content_written)
     signals.feed_written.connect(on_feed_written)
@@ -456,11 +459,13 @@ def on_finalized(pelican) -> None:
     build.report_pending()
     report = build.collector.report(
         build.source_of, build.siteurl, build.settings.site_scheme == "http")
-    # own time up to here: printing and writing the report are not in it
+    lines = report.text_lines()
+    items = report.items_json() if build.settings.report_path else None
+    # own time up to here: logging the lines and writing the file are not in it
     report = replace(report, seconds=build.seconds + _cpu_time() - started)
-    _emit(report)
+    _emit(report, lines)
     if build.settings.report_path:
-        _write_report(build.settings.report_path, report)
+        _write_report(build.settings.report_path, report, items)
     if build.settings.strict and report.insecure_subresources:
         raise InsecureOutputError(
             f"HTTPS_STRICT: {report.insecure_subresources} insecure subresources "
@@ -468,16 +473,16 @@ def on_finalized(pelican) -> None:
         )
 
 
-def _emit(report: Report) -> None:
+def _emit(report: Report, lines: list[str]) -> None:
     level = logging.WARNING if report.insecure_subresources else logging.INFO
-    for line in report.text_lines():
+    for line in lines:  # (report.text_lines())
         report_logger.log(level, "%s", line)
 
 
-def _write_report(path: str, report: Report) -> None:
+def _write_report(path: str, report: Report, items: str | None = None) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     # A URL from a file that is not UTF-8 holds lone surrogates: written as
     # \udcXX escapes, the report stays valid UTF-8 and JSON.
     with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
-        f.write(report.to_json())
+        f.write(report.to_json(items))

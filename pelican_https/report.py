@@ -200,8 +200,9 @@ class Report:
         )
         return lines
 
-    def to_json(self) -> str:
-        """The JSON report: the summary indented, then one line per item.
+    def to_json(self, items: str | None = None) -> str:
+        """The JSON report: the summary indented, then one line per item
+        (``items``: what ``items_json()`` gave, if it was called already).
 
         Only the small summary goes through ``json.dumps(indent=...)``: with
         an indent, json encodes in pure Python, and a big site has thousands
@@ -223,12 +224,17 @@ class Report:
             indent=2,
             ensure_ascii=False,
         )
+        return summary[:-2] + ",\n" + (self.items_json() if items is None else items) + "\n}\n"
+
+    def items_json(self) -> str:
+        """The JSON report's lists of items, its bulk (no figure of the
+        summary in it: the plugin makes it while its own time is counted)."""
         encode = json.JSONEncoder(ensure_ascii=False).encode
         lists = []
         for kind in KINDS:
             items = ",\n".join(f"    {line}" for line in self.remaining[kind].json_lines(encode))
             lists.append(f'  "{kind}": [\n{items}\n  ]' if items else f'  "{kind}": []')
-        return summary[:-2] + ",\n" + ",\n".join(lists) + "\n}\n"
+        return ",\n".join(lists)
 
 
 _AUTHORITY_PART = re.compile(r"[^/?#]*(?://[^/?#]*)?")  # "http://host:port"
