@@ -28,7 +28,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 
 from pelican import signals
 from pelican.writers import Writer
@@ -462,7 +461,7 @@ def on_finalized(pelican) -> None:
     lines = report.text_lines()
     items = report.items_json() if build.settings.report_path else None
     # own time up to here: logging the lines and writing the file are not in it
-    report = replace(report, seconds=build.seconds + _cpu_time() - started)
+    report = report._replace(seconds=build.seconds + _cpu_time() - started)
     _emit(report, lines)
     if build.settings.report_path:
         _write_report(build.settings.report_path, report, items)

@@ -9,11 +9,9 @@ telling which source content file a URL came from.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 from urllib.parse import urlsplit
 
@@ -39,27 +37,27 @@ class Remaining(NamedTuple):
     source: str | None  # source content file, None for theme/settings/static
 
 
-@dataclass
 class Collector:
     """Findings of one build, content object by content object and output
     file by output file."""
 
-    files_scanned: int = 0
-    files_changed: int = 0
-    urls_upgraded: int = 0       # in output files (template/theme URLs...)
-    contents_scanned: int = 0
-    contents_changed: int = 0
-    content_urls_upgraded: int = 0  # once per content object
-    # The findings in the order added, column by column: no object per
-    # finding outlives its file's pass.  (A big site has thousands; kept to
-    # the end of the build, they were enough to set off one more full
-    # garbage collection of Pelican's whole heap, at the report.)
-    _outputs: list[str] = field(default_factory=list)
-    _urls: list[str] = field(default_factory=list)
-    _kinds: list[str] = field(default_factory=list)
-    _owns: list[bool] = field(default_factory=list)
-    _wheres: list[str] = field(default_factory=list)
-    _lines: list[int] = field(default_factory=list)
+    def __init__(self):
+        self.files_scanned = 0
+        self.files_changed = 0
+        self.urls_upgraded = 0          # in output files (template/theme URLs...)
+        self.contents_scanned = 0
+        self.contents_changed = 0
+        self.content_urls_upgraded = 0  # once per content object
+        # The findings in the order added, column by column: no object per
+        # finding outlives its file's pass.  (A big site has thousands; kept to
+        # the end of the build, they were enough to set off one more full
+        # garbage collection of Pelican's whole heap, at the report.)
+        self._outputs: list[str] = []
+        self._urls: list[str] = []
+        self._kinds: list[str] = []
+        self._owns: list[bool] = []
+        self._wheres: list[str] = []
+        self._lines: list[int] = []
 
     def add(self, output: str, result: RewriteResult, changed: bool) -> None:
         self.files_scanned += 1
@@ -153,8 +151,9 @@ class RemainingList(Sequence):
         ]
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
+    """The end-of-build report.  (Not a dataclass: see rewrite.Rules.)"""
+
     files_scanned: int
     files_changed: int
     urls_upgraded: int  # in output files only
@@ -207,6 +206,8 @@ class Report:
         Only the small summary goes through ``json.dumps(indent=...)``: with
         an indent, json encodes in pure Python, and a big site has thousands
         of items (the C encoder is about ten times faster)."""
+        import json  # (here: only a build that writes the JSON report needs it)
+
         summary = json.dumps(
             {
                 "files_scanned": self.files_scanned,
@@ -229,7 +230,11 @@ class Report:
     def items_json(self) -> str:
         """The JSON report's lists of items, its bulk (no figure of the
         summary in it: the plugin makes it while its own time is counted)."""
-        encode = json.JSONEncoder(ensure_ascii=False).encode
+        # a string as json.dumps(..., ensure_ascii=False) writes it: the C
+        # function JSONEncoder.encode calls, without that method's Python
+        # call per string (four per item)
+        from json.encoder import encode_basestring as encode
+
         lists = []
         for kind in KINDS:
             items = ",\n".join(f"    {line}" for line in self.remaining[kind].json_lines(encode))

@@ -18,9 +18,8 @@ hosts, as a page may spell a URL either way.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 from urllib.parse import urlsplit
 
 PREFIX = "HTTPS_"
@@ -61,8 +60,7 @@ class SettingsError(ValueError):
     """A ``HTTPS_*`` setting has a value the plugin cannot use."""
 
 
-@dataclass(frozen=True)
-class HttpsSettings:
+class HttpsSettings(NamedTuple):  # (not a dataclass: see rewrite.Rules)
     site_host: str | None          # SITEURL's host, None for a relative SITEURL
     site_scheme: str | None        # "http" / "https" / None
     hosts: frozenset[str]          # every own host, lower case (+ DEPLOY_DOMAINS)
