@@ -14,8 +14,12 @@ builds with that version, so both are timed in the same runs.
     The added share is compared with the noise of the runs (half the spread
     of the per-run differences, with minus without): a difference inside it
     is reported as below noise, not as a measured share.  The plugin also
-    times itself (CPU seconds spent in its own code, from its JSON report):
-    a second, far less noisy estimate of the same share, reported as a share
+    times itself (CPU seconds spent in its own code, from its JSON report:
+    its import, the content pass, each output file's scan, rewrite and
+    report, the end-of-build pass and building the report; not Pelican's
+    calls into its receivers and writer, nor logging the report's lines and
+    writing the JSON file): a second, far less noisy, lower estimate of the
+    same share, reported as a share
     of the median build's CPU time without the plugin, and run by run as a
     share of the rest of the same build's CPU time (the machine's speed can
     drift between builds; within one build it moves both).  The load average
