@@ -44,13 +44,14 @@ from pelican import signals  # noqa: E402
 from . import plugin  # noqa: E402
 
 plugin.import_seconds = time.thread_time() - _started
+del _started
 
 
 def register() -> None:
-    # Validate settings and reset per-build state once Pelican is configured.
+    # Validate the settings once Pelican is configured.
     signals.initialized.connect(plugin.on_initialized)
     # A new state as each run starts (pelican --autoreload runs again).
-    signals.get_generators.connect(plugin.on_run)
+    signals.get_generators.connect(plugin.on_run_start)
     # Our Writer rewrites pages and feeds in memory before writing them: no
     # second read-and-write pass over Pelican's output.
     signals.get_writer.connect(plugin.provide_writer)
@@ -60,8 +61,8 @@ def register() -> None:
     # Every content object is read, no template has run: upgrade each
     # article's/page's HTML once here, not in every page and feed showing it.
     signals.all_generators_finalized.connect(plugin.on_all_generators_finalized)
-    # Maps an output file to its article/page; rewrites on disk if another
-    # plugin's writer was used instead of ours.
+    # Only while another plugin's writer is used instead of ours: rewrite
+    # each file on disk as it is written, and map it to its article/page.
     signals.content_written.connect(plugin.on_content_written)
     signals.feed_written.connect(plugin.on_feed_written)
     # All output exists: rewrite copied static files and theme CSS, then report

@@ -50,8 +50,7 @@ class InsecureOutputError(RuntimeError):
 
 
 class _Build:
-    """State of one ``pelican`` run (new at ``initialized``, to check the
-    settings at once, and as each run starts: ``on_run``)."""
+    """State of one ``pelican`` run (new as each run starts: ``on_run_start``)."""
 
     def __init__(self, pelican):
         self.settings = https_settings.load(pelican.settings)
@@ -85,17 +84,19 @@ class _Build:
         self._content_prefix = os.path.join(self.content_path, "")
         # Files whose bytes stay as written but whose http URLs are still to
         # be classified for the report: (output, text, syntax, fragment,
-        # URL starts), done in batches (see rewrite_text), and their size
+        # Scanned), done in batches (see rewrite_text), and their size
         self._to_report: list[tuple] = []
         self._to_report_size = 0
+        self.finished = False  # set by on_finalized
 
     def relative(self, path: str) -> str:
         """Output path relative to OUTPUT_PATH, "/"-separated."""
         return _relative(path, self.output_path, self._output_prefix)
 
     def rewrite_text(self, path: str, text: str, content=None) -> str:
-        """Rewrite one output file's text (``path`` absolute; ``content``: the
-        article or page it shows, if any); record its findings.
+        """Rewrite one output file's text (``path``: made absolute and
+        normalized unless it is; ``content``: the article or page it shows,
+        if any); record its findings.
 
         Pelican calls this between two templates, which leave the CPU's
         caches cold for this code: every step costs several times what it
@@ -287,6 +288,7 @@ def _replace_file(path: str, data: bytes) -> None:
 
 
 _build: _Build | None = None
+_outer_builds: list[_Build] = []  # runs under way that a nested run started inside
 import_seconds = 0.0  # CPU time of importing the package, until a run counts it
 
 
@@ -336,7 +338,7 @@ class RewritingWriter(Writer):
         # Every page and feed goes through this writer and is rewritten here:
         # the receivers that rewrite the files another plugin's writer wrote
         # would only return, thousands of times, a few µs each as Pelican
-        # writes.  Connected again by the next build's on_initialized.
+        # writes.  Connected again as the next run starts (on_run_start).
         signals.content_written.disconnect(on_content_written)
         signals.feed_written.disconnect(on_feed_written)
 
@@ -359,17 +361,23 @@ class RewritingWriter(Writer):
 # -- receivers (module level: Pelican's signals hold weak references) -------
 
 def on_initialized(pelican) -> None:
-    global _build
-    _build = None
-    _build = _Build(pelican)  # raises SettingsError: pelican exits 1
-    if _build.settings.site_scheme == "http":
+    """Checks the settings at once (a bad one: pelican exits 1) and warns
+    about an http SITEURL; each run's state is made as it starts
+    (``on_run_start``)."""
+    settings = https_settings.load(pelican.settings)  # raises SettingsError
+    if settings.site_scheme == "http":
         logger.warning(
             "https: SITEURL is %r, an http URL; set it to https://%s",
-            _build.siteurl, _build.settings.site_host,
+            pelican.settings.get("SITEURL"), settings.site_host,
         )
+    if _build is not None and not _build.finished:
+        # A new Pelican while a run is under way: its runs are inside that
+        # one (i18n_subsites builds each language's subsite so, while the
+        # main site's run asks for its writer).  Kept aside until they end.
+        _outer_builds.append(_build)
 
 
-def on_run(pelican) -> None:
+def on_run_start(pelican) -> None:
     """``get_generators``: sent as each run starts, before any content is
     read.  ``pelican --autoreload`` runs the same Pelican again for every
     change (``initialized`` is sent once): each run starts from a new state."""
@@ -444,9 +452,13 @@ def _rewrite_on_disk(build: _Build, path: str) -> None:
 
 
 def on_finalized(pelican) -> None:
+    global _build
     build = _build
     if build is None:
         return
+    build.finished = True
+    # the run this one was inside of (if any) goes on
+    _build = _outer_builds.pop() if _outer_builds else None
     started = _cpu_time()
     extensions = build.settings.file_extensions
     for directory, _, files in os.walk(build.output_path):

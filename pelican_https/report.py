@@ -199,14 +199,14 @@ class Report(NamedTuple):
         )
         return lines
 
-    def to_json(self, items: str | None = None) -> str:
+    def to_json(self, items_json: str | None = None) -> str:
         """The JSON report: the summary indented, then one line per item
-        (``items``: what ``items_json()`` gave, if it was called already).
+        (``items_json``: what ``items_json()`` gave, if it was called already).
 
         Only the small summary goes through ``json.dumps(indent=...)``: with
         an indent, json encodes in pure Python, and a big site has thousands
         of items (the C encoder is about ten times faster)."""
-        import json  # (here: only a build that writes the JSON report needs it)
+        import json
 
         summary = json.dumps(
             {
@@ -225,7 +225,9 @@ class Report(NamedTuple):
             indent=2,
             ensure_ascii=False,
         )
-        return summary[:-2] + ",\n" + (self.items_json() if items is None else items) + "\n}\n"
+        if items_json is None:
+            items_json = self.items_json()
+        return summary[:-2] + ",\n" + items_json + "\n}\n"
 
     def items_json(self) -> str:
         """The JSON report's lists of items, its bulk (no figure of the

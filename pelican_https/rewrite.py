@@ -1,8 +1,9 @@
 """The pure core: text + rules -> upgraded text + findings.  No I/O.
 
 How it stays byte-preserving and cheap: it never parses or re-serializes a
-document.  A literal search (``str.find``) finds every ``http:`` + ``//`` (or
-JSON-escaped ``\\/\\/``) in the text; only around such a candidate does it
+document.  One pass of a regular expression that starts with a literal
+``:`` finds every ``http:`` + ``//`` (or JSON-escaped ``\\/\\/``), in any case,
+in the text; only around such a candidate does it
 look at the surroundings (the nearest ``<`` before it, that one tag's
 attributes, a few characters of CSS) to decide whether the URL sits where
 a browser or feed reader follows it.  An upgrade inserts one ``s`` after
@@ -29,8 +30,8 @@ DATA = "data"                # a URL inside inline JSON; reported only when own
 
 class Rules:
     """Which hosts get upgraded, compiled from the settings.  (A plain class,
-    not a dataclass: importing dataclasses, which imports inspect, was half
-    the plugin's import time, in every ``pelican`` run.)"""
+    not a dataclass: making the plugin's dataclasses was a third of its
+    import time, in every ``pelican`` run.)"""
 
     __slots__ = ("own_hosts", "host_map", "upgrade_hosts", "upgrade_suffixes", "rewrite",
                  "exact_hosts", "host_slash_prefixes")
@@ -52,7 +53,7 @@ class Rules:
         # faster than finding the "/" and looking the host up in the set.
         # One comparison per host: for a long list, the set alone (empty).
         self.host_slash_prefixes = tuple(
-            sorted(host + "/" for host in exact if host)) if len(exact) <= _PREFIX_HOSTS else ()
+            sorted(host + "/" for host in exact if host)) if len(exact) <= _MAX_PREFIX_HOSTS else ()
 
     @classmethod
     def from_settings(cls, s) -> "Rules":
@@ -75,7 +76,7 @@ class Rules:
         return bool(host) and any(host.endswith(suffix) for suffix in self.upgrade_suffixes)
 
 
-_PREFIX_HOSTS = 12  # hosts to upgrade up to which host_slash_prefixes is used
+_MAX_PREFIX_HOSTS = 12  # hosts to upgrade up to which host_slash_prefixes is used
 
 
 class Finding(NamedTuple):
@@ -140,23 +141,27 @@ _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 class Scanned(NamedTuple):
     """What ``scan()`` found in a text, for ``rewrite()`` not to look again."""
 
-    candidates: list  # (start, end of "://") of the http URL starts, as _candidates
-    fragment_at: int  # where the fragment given is in the text; -1: nowhere, or none given
+    candidates: list  # (start, end of "://") of the http URL starts, but the fragment's
+    fragment_at: int  # where ``fragment`` is in the text; -1: nowhere, or none given
+    fragment: Fragment | None  # the one found there (its URLs are not in candidates)
 
 
 def scan(text: str, rules: Rules, fragment: Fragment | None = None) -> Scanned | None:
-    """The http URL starts of ``text`` (with ``fragment``, html: but for the
-    fragment's known ones, where it is in ``text``), or None if the rules
-    upgrade the host of one of them.  Not None: ``rewrite(text, ...,
-    fragment=fragment, scanned=scan(...))`` changes no byte, whatever the
-    URLs' contexts, and only reports; it can wait (the plugin does it in
+    """The http URL starts of ``text`` (with ``fragment``, an html text's:
+    but for the fragment's known ones, where it is in ``text``), as a
+    ``Scanned``, or None if the rules upgrade the host of one of them.  Not
+    None: ``rewrite(text, ..., scanned=scan(...))`` changes no byte, whatever
+    the URLs' contexts, and only reports; it can wait (the plugin does it in
     batches)."""
+    # (rewrite() does the same when given no Scanned: inline here, as this
+    # runs while Pelican writes each page and a call costs several µs there)
     lo = _fragment_at(text, fragment.text) if fragment is not None else -1
     if lo >= 0:
-        candidates = _candidates_around(text, lo, lo + len(fragment.text), fragment.others)
+        scanned = Scanned(_candidates_around(text, lo, lo + len(fragment.text), fragment.others),
+                          lo, fragment)
     else:
-        candidates = _candidates(text)
-    scanned = Scanned(candidates, lo)
+        scanned = Scanned(_candidates(text), -1, None)
+    candidates = scanned.candidates
     if not candidates or not rules.rewrite:
         return scanned
     prefixes = rules.host_slash_prefixes
@@ -196,11 +201,12 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     comment, it is not scanned again and its URLs' outcomes are taken from
     it.  Either way the result is the same as without them.
 
-    ``scanned``: what ``scan(text, rules, fragment)`` gave, not to look again.
+    ``scanned``: what ``scan(text, rules, fragment)`` gave, not to look
+    again (with its fragment, if found: ``fragment`` is not looked at).
     """
     html = syntax == "html"
     if scanned is not None:
-        candidates, lo = scanned  # lo: where ``fragment`` is in ``text``
+        candidates, lo, fragment = scanned  # lo: where ``fragment`` is in ``text``
     else:
         candidates, lo = None, -1
         if fragment is not None and html:
@@ -388,10 +394,10 @@ def _candidates_around(text: str, lo: int, hi: int, others: list):
             append((start, separator.end()))
     for offset, end in others:
         append((lo + offset, lo + end))
-    last, known = (found[-1][0] if found else -1), len(found)
+    last, first_after = (found[-1][0] if found else -1), len(found)
     for separator in _SEPARATOR.finditer(text, hi):
         append((separator.start() - 4, separator.end()))
-    if len(found) > known and found[known][0] < last:  # (one after the fragment starts in it)
+    if len(found) > first_after and found[first_after][0] < last:  # (one after the fragment starts in it)
         found.sort()
     return found
 
@@ -481,8 +487,11 @@ def _comment_spans(text: str, escaped_too: bool, end_of_search: int) -> list[tup
     """(start, end) of the comments that open before ``end_of_search``, in
     order; ``escaped_too`` (a feed): HTML comments escaped in an entry's text
     (``&lt;!-- --&gt;``) as well.  A comment is skipped whole: an opener inside
-    it opens nothing.  Both kinds are found in one pass, by their "!--" (two
-    passes over a feed, one per opener, were a third of its report's time)."""
+    it opens nothing.  Escaped text holds no raw "<": an escaped comment ends
+    at the first one (so an XML comment or tag after it counts, and one left
+    open does not hide the rest of the feed).  Both kinds are found in one
+    pass, by their "!--" (two passes over a feed, one per opener, were a
+    third of its report's time)."""
     find = text.find
     spans = []
     if not escaped_too:
@@ -504,6 +513,10 @@ def _comment_spans(text: str, escaped_too: bool, end_of_search: int) -> list[tup
             continue
         end = find(closer, at + 3)
         end = len(text) if end < 0 else end + len(closer)
+        if closer == "--&gt;":
+            raw = find("<", at + 3, end)
+            if raw >= 0:
+                end = raw
         spans.append((start, end))
         at = find("!--", end, end_of_search)
     return spans

@@ -113,6 +113,35 @@ def test_each_run_of_one_pelican_starts_afresh(site, caplog, monkeypatch):
                    for path, data in outputs[1].items() if path.suffix == ".html")
 
 
+def test_a_run_inside_another_keeps_each_ones_state(site, tmp_path, caplog, monkeypatch):
+    # i18n_subsites builds each language's subsite as another Pelican run,
+    # while the main run asks for its writer: each run rewrites and reports
+    # its own site, and the main run goes on with its own state.
+    from pelican import signals
+
+    monkeypatch.chdir(site)
+    caplog.set_level(logging.INFO)
+    subsite = tmp_path / "subsite"
+    shutil.copytree(site, subsite)
+    nested = []
+
+    def build_subsite(pelican):
+        if not nested:
+            nested.append(True)
+            settings = read_settings(str(subsite / "pelicanconf.py"), override={
+                "PATH": str(subsite / "content"), "OUTPUT_PATH": str(subsite / "output")})
+            Pelican(settings).run()
+
+    signals.get_writer.connect(build_subsite)
+    try:
+        output = build(site)
+    finally:
+        signals.get_writer.disconnect(build_subsite)
+    assert nested and report_lines(caplog) == EXPECTED_REPORT * 2
+    for folder in (output, subsite / "output"):
+        assert b"url(https://blog.example.com/images/bg.png)" in (folder / "static" / "site.css").read_bytes()
+
+
 def test_output_is_upgraded_and_the_rest_kept(site):
     output = build(site)
     post = (output / "first-post.html").read_text(encoding="utf-8")

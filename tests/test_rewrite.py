@@ -162,6 +162,12 @@ PAIRS = [
      f'<content type="html">&lt;!-- &lt;img src="{H}/a.png"&gt; --&gt;&lt;img src="{S}/b.png"&gt;</content>'),
     # an opener inside a comment opens nothing: after an XML comment, an
     # escaped opener in it is forgotten
+    ("xml comment after an escaped opener", "xml",  # escaped text holds no raw "<"
+     f'&lt;!-- a <!-- b --&gt; <link>{H}/x</link> --> <link>{H}/y</link>',
+     f'&lt;!-- a <!-- b --&gt; <link>{H}/x</link> --> <link>{S}/y</link>'),
+    ("escaped comment left open", "xml",
+     f'<content type="html">&lt;!-- x</content><link>{H}/y</link>',
+     f'<content type="html">&lt;!-- x</content><link>{S}/y</link>'),
     ("escaped opener inside an xml comment", "xml",
      f'<!-- &lt;!-- --><content type="html">&lt;img src="{H}/b.png"&gt;</content>',
      f'<!-- &lt;!-- --><content type="html">&lt;img src="{S}/b.png"&gt;</content>'),
