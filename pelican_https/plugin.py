@@ -83,8 +83,8 @@ class _Build:
         self._output_prefix = os.path.join(self.output_path, "")
         self._content_prefix = os.path.join(self.content_path, "")
         # Files whose bytes stay as written but whose http URLs are still to
-        # be classified for the report: (output, text, syntax, fragment,
-        # Scanned), done in batches (see rewrite_text), and their size
+        # be classified for the report: (output, text, syntax, Scanned), done
+        # in batches (see rewrite_text), and their size
         self._to_report: list[tuple] = []
         self._to_report_size = 0
         self.finished = False  # set by on_finalized
@@ -109,8 +109,9 @@ class _Build:
         if syntax is None:
             return text
         prefix = self._output_prefix  # (relative(path), inline: once per file)
+        # (_normalized(path), inline: Pelican's paths are absolute and normalized)
         if _SLASH and path.startswith(prefix) and "//" not in path and "/." not in path:
-            output = path[len(prefix):]  # Pelican's paths: absolute and normalized
+            output = path[len(prefix):]
         else:
             path = os.path.abspath(path)
             output = self.relative(path)
@@ -124,10 +125,10 @@ class _Build:
             fragment = None
         scanned = scan(text, self.rules, fragment if syntax == "html" else None)
         if scanned is not None:  # no byte changes
-            if not scanned.candidates and (scanned.fragment_at < 0 or not fragment.insecure):
+            if not scanned.candidates and (scanned.fragment is None or not scanned.fragment.insecure):
                 self.collector.files_scanned += 1  # (and nothing to report)
                 return text
-            self._to_report.append((output, text, syntax, fragment, scanned))
+            self._to_report.append((output, text, syntax, scanned))
             self._to_report_size += len(text)
             if self._to_report_size > _REPORT_BATCH:
                 self.report_pending()
@@ -145,8 +146,8 @@ class _Build:
         file by file, 0.23 s in one loop.)"""
         pending, self._to_report, self._to_report_size = self._to_report, [], 0
         rules, verdicts, add = self.rules, self.verdicts, self.collector.add
-        for output, text, syntax, fragment, scanned in pending:
-            result = rewrite(text, rules, syntax, verdicts, fragment=fragment, scanned=scanned)
+        for output, text, syntax, scanned in pending:
+            result = rewrite(text, rules, syntax, verdicts, scanned=scanned)
             add(output, result, False)  # (scan() found no host to upgrade)
 
     def rewrite_file(self, path: str) -> None:

@@ -153,14 +153,7 @@ def scan(text: str, rules: Rules, fragment: Fragment | None = None) -> Scanned |
     None: ``rewrite(text, ..., scanned=scan(...))`` changes no byte, whatever
     the URLs' contexts, and only reports; it can wait (the plugin does it in
     batches)."""
-    # (rewrite() does the same when given no Scanned: inline here, as this
-    # runs while Pelican writes each page and a call costs several µs there)
-    lo = _fragment_at(text, fragment.text) if fragment is not None else -1
-    if lo >= 0:
-        scanned = Scanned(_candidates_around(text, lo, lo + len(fragment.text), fragment.others),
-                          lo, fragment)
-    else:
-        scanned = Scanned(_candidates(text), -1, None)
+    scanned = _locate(text, fragment)
     candidates = scanned.candidates
     if not candidates or not rules.rewrite:
         return scanned
@@ -173,6 +166,16 @@ def scan(text: str, rules: Rules, fragment: Fragment | None = None) -> Scanned |
         if rules.upgradable(authority.group(group).lower()):
             return None
     return scanned
+
+
+def _locate(text: str, fragment: Fragment | None) -> Scanned:
+    """The http URL starts of ``text``, but for those of ``fragment`` where
+    it is in ``text`` (outside a comment): only the text around it is scanned."""
+    lo = _fragment_at(text, fragment.text) if fragment is not None else -1
+    if lo < 0:
+        return Scanned(_candidates(text), -1, None)
+    return Scanned(_candidates_around(text, lo, lo + len(fragment.text), fragment.others),
+                   lo, fragment)
 
 
 def _authority_at(text: str, after: int):
@@ -205,21 +208,14 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     again (with its fragment, if found: ``fragment`` is not looked at).
     """
     html = syntax == "html"
-    if scanned is not None:
-        candidates, lo, fragment = scanned  # lo: where ``fragment`` is in ``text``
-    else:
-        candidates, lo = None, -1
-        if fragment is not None and html:
-            lo = _fragment_at(text, fragment.text)
+    if scanned is None:
+        scanned = _locate(text, fragment if html else None)
+    candidates, lo, fragment = scanned  # lo: where ``fragment`` is in ``text``
     if lo >= 0:
-        if scanned is None:
-            candidates = _candidates_around(text, lo, lo + len(fragment.text), fragment.others)
         known = [(lo + offset, *outcome) for offset, *outcome in fragment.insecure]
         if not candidates:  # (an https theme: nothing but the fragment's)
             return _result(text, text, 0, known, lines, None)
     else:
-        if candidates is None:
-            candidates = _candidates(text)
         known = None
         if not candidates:  # most files of a site that is already https
             return RewriteResult(text, 0, [])
@@ -382,7 +378,8 @@ def _fragment_at(text: str, fragment: str) -> int:
 def _candidates_around(text: str, lo: int, hi: int, others: list):
     """_candidates(text) where text[lo:hi] is a fragment whose URL starts are
     known, but for those of the fragment's URLs that are not (``others``):
-    only the text around it is scanned.  (Loops, not comprehensions: on
+    only the text around it is scanned.  (_candidates' loop, with its
+    bounds, twice: the tested spec of both.  Loops, not comprehensions: on
     CPython 3.11 each comprehension is one more function call, and this runs
     as Pelican writes a page, between two templates that leave the CPU's
     caches cold: a call costs several times what it costs in a loop.)"""
