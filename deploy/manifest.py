@@ -193,8 +193,8 @@ def dump(manifest: Manifest) -> bytes:
 
 
 def load(data: bytes) -> dict[str, Entry] | None:
-    """Parse a stored manifest; None when it is missing, unreadable or of another format
-    (the deploy then simply uploads everything)."""
+    """Parse a stored manifest; None when it is missing, unreadable, of another format or names
+    a path outside the release (the deploy then simply uploads everything)."""
     try:
         doc = json.loads(gzip.decompress(data))
         if doc.get("format") != FORMAT:
@@ -202,12 +202,20 @@ def load(data: bytes) -> dict[str, Entry] | None:
         entries = {}
         for path, kind, mode, size, digest in doc["entries"]:
             if kind not in _KINDS or type(path) is not str or type(mode) is not int or type(size) is not int \
-                    or type(digest) is not str:
+                    or type(digest) is not str or not is_release_path(path):
                 return None
             entries[path] = Entry(path, kind, mode, size, digest)
         return entries
     except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def is_release_path(path: str) -> bool:
+    """Whether ``path`` names an entry inside a release: relative, '/'-separated, with no empty,
+    '.' or '..' part and no NUL. A manifest read back from the server is checked with it: its
+    paths become deletions there (``diff``), and one such as ``../../x`` must never reach them."""
+    return bool(path) and "\0" not in path and not path.startswith("/") \
+        and not any(part in ("", ".", "..") for part in path.split("/"))
 
 
 # --- checking a built release --------------------------------------------------------------------

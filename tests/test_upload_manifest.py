@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import shlex
@@ -168,6 +169,15 @@ def test_manifest_round_trips_any_name():
                                   __import__("gzip").compress(b'{"format": 1, "entries": [["a", "x", 1, 1, ""]]}')])
 def test_unreadable_manifest_means_full_upload(data):
     assert mf.load(data) is None
+
+
+@pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/passwd", "a//b", "./a", "a/.", "a/", "", "a\0b"])
+def test_a_manifest_naming_a_path_outside_the_release_means_full_upload(path):
+    # Its paths become deletions on the server (diff): "../x" must never be one.
+    stored = mf.dump(m(f("index.html"), f("ok/b")))
+    tampered = __import__("gzip").compress(__import__("gzip").decompress(stored).replace(b'"ok/b"', json.dumps(path).encode()))
+    assert mf.load(stored) is not None and mf.load(tampered) is None
+    assert mf.is_release_path("ok/b") and mf.is_release_path("..a/b..") and not mf.is_release_path(path)
 
 
 # --- checking a built release -----------------------------------------------------------------------
