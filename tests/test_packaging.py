@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -44,3 +46,29 @@ def test_project_workflow_is_valid_for_github_actions():
     result = subprocess.run([str(check), "--builtin-schema", "vendor.github-workflows", str(workflow)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _workflow_build_command() -> list[str]:
+    text = (ROOT / "example_site" / ".github" / "workflows" / "deploy.yml").read_text()
+    line = next(line for line in text.splitlines() if line.strip().startswith("run: pelican "))
+    return shlex.split(line.split("run:", 1)[1])
+
+
+def test_workflow_build_stops_when_a_plugin_cannot_load(tmp_path):
+    # Pelican only logs a plugin that fails to import: without --fatal the site would be built,
+    # and deployed, without the https rewrite.
+    argv = _workflow_build_command()
+    pelican = str(Path(sys.executable).with_name("pelican"))
+    env = dict(os.environ, DEPLOY_SSH_KEY_FILE="", DEPLOY_KNOWN_HOSTS_FILE=str(tmp_path / "known_hosts"),
+               COLUMNS="300")  # (Pelican's log lines unwrapped)
+
+    def build(*extra):
+        return subprocess.run([pelican, *argv[1:], "-o", str(tmp_path / "out"), *extra], cwd=ROOT / "example_site",
+                              capture_output=True, text=True, timeout=300, env=env)
+    good = build()
+    assert good.returncode == 0, good.stdout + good.stderr
+    page = (tmp_path / "out" / "certificates-that-renew-themselves.html").read_text()  # (renewals.md: http links)
+    assert 'src="https://blog.example.com/images/pelican.svg"' in page and "http://blog.example.com" not in page
+    broken = build("-e", 'PLUGINS=["pelican_https", "pelican_https_no_such_plugin"]')
+    assert broken.returncode != 0
+    assert "Cannot load plugin `pelican_https_no_such_plugin`" in broken.stdout + broken.stderr
