@@ -383,7 +383,7 @@ def on_run_start(pelican) -> None:
     read.  ``pelican --autoreload`` runs the same Pelican again for every
     change (``initialized`` is sent once): each run starts from a new state."""
     global _build, import_seconds
-    _build = None
+    _build = None  # (if the new state cannot be made, no earlier run's is left)
     _build = _Build(pelican)
     # the package's import (set by __init__), in the own time of the first run
     _build.seconds, import_seconds = import_seconds, 0.0
@@ -424,26 +424,25 @@ def on_all_generators_finalized(generators) -> None:
 
 
 def on_content_written(path, context) -> None:
+    _written_by_another_writer(path, context.get("article") or context.get("page"))
+
+
+def on_feed_written(path, context, feed) -> None:
+    _written_by_another_writer(path, None)
+
+
+def _written_by_another_writer(path: str, content) -> None:
+    """A page or feed another plugin's writer wrote (these receivers are
+    disconnected while ours is the writer): rewritten on disk, once."""
     build = _build
-    if build is None or path in build.handled:  # rewritten by RewritingWriter
+    if build is None:
         return
     path = os.path.abspath(path)
     if path in build.handled:
         return
-    # written by another plugin's writer
-    content = context.get("article") or context.get("page")
     if content is not None:
         build.content_of_output[build.relative(path)] = content
     _rewrite_on_disk(build, path)
-
-
-def on_feed_written(path, context, feed) -> None:
-    build = _build
-    if build is None or path in build.handled:  # rewritten by RewritingWriter
-        return
-    path = os.path.abspath(path)
-    if path not in build.handled:  # another plugin's writer
-        _rewrite_on_disk(build, path)
 
 
 def _rewrite_on_disk(build: _Build, path: str) -> None:
