@@ -37,13 +37,13 @@ default port and would be wrong for https); other ports are kept.
 
 import time
 
-_started = time.thread_time()  # importing the plugin is part of its cost to a build
+_started = time.perf_counter()  # importing the plugin is part of its cost to a build
 
 from pelican import signals  # noqa: E402
 
 from . import plugin  # noqa: E402
 
-plugin.import_seconds = time.thread_time() - _started
+plugin.import_seconds = time.perf_counter() - _started
 del _started
 
 
@@ -61,6 +61,10 @@ def register() -> None:
     # Every content object is read, no template has run: upgrade each
     # article's/page's HTML once here, not in every page and feed showing it.
     signals.all_generators_finalized.connect(plugin.on_all_generators_finalized)
+    # The articles' (then the pages') generator has written its last file:
+    # our writer writes out the files it holds, before anything can look.
+    signals.article_writer_finalized.connect(plugin.on_writer_finalized)
+    signals.page_writer_finalized.connect(plugin.on_writer_finalized)
     # Only while another plugin's writer is used instead of ours: rewrite
     # each file on disk as it is written, and map it to its article/page.
     signals.content_written.connect(plugin.on_content_written)

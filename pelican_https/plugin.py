@@ -9,18 +9,20 @@ pages and feeds are then rewritten in memory, just before they are
 written, by ``RewritingWriter`` (offered through the ``get_writer`` signal):
 the safety net for URLs from templates, settings and other plugins, and the
 pass that reports what remains insecure, output file by output file.
-Only what the bytes need is done as each file is written (usually nothing
-changes): classifying the http URLs left, for the report, waits for a batch
-of such files, done in one loop while the CPU's caches hold the rewriter
-(see ``_Build.rewrite_text``).  If another plugin supplies the writer, the
-``content_written`` / ``feed_written`` receivers rewrite those files on disk
-instead.  Files Pelican copies (static files, theme CSS) or other plugins
-write are rewritten on disk at ``finalized``, where the report is also
-produced.
+While Pelican writes its articles, listings, feeds and pages, the writer
+holds each file's text and rewrites a batch of them in one loop before
+writing them out, while the CPU's caches hold the rewriter (see
+``_Build.write_held``); every file is written before its generator's
+``*_writer_finalized`` signal and any ``finalized`` receiver.  If another
+plugin supplies the writer, the ``content_written`` / ``feed_written``
+receivers rewrite those files on disk instead.  Files Pelican copies
+(static files, theme CSS) or other plugins write are rewritten on disk at
+``finalized``, where the report is also produced.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import operator
@@ -34,7 +36,7 @@ from pelican.writers import Writer
 
 from . import settings as https_settings
 from .report import Collector, Report
-from .rewrite import SYNTAX_BY_EXTENSION, Fragment, Rules, rewrite, scan
+from .rewrite import SYNTAX_BY_EXTENSION, Fragment, Rules, rewrite
 
 logger = logging.getLogger(__name__)
 # The end-of-build report: Pelican's loggers drop a message already logged in
@@ -76,17 +78,18 @@ class _Build:
         # around it (see rewrite.Fragment)
         self.fragments: dict[int, Fragment] = {}
         self.insecure_source: dict[str, str] = {}
-        self.seconds = 0.0  # CPU time spent in this plugin, for the report
+        self.seconds = 0.0  # time spent in this plugin's code, for the report
         self.verdicts: dict = {}  # rewrite()'s memo, shared by all files
         self._source_by_url: dict[str, str | None] = {}
         self._displayed: dict[str, str] = {}  # source_path -> shown name
         self._output_prefix = os.path.join(self.output_path, "")
         self._content_prefix = os.path.join(self.content_path, "")
-        # Files whose bytes stay as written but whose http URLs are still to
-        # be classified for the report: (output, text, syntax, Scanned), done
-        # in batches (see rewrite_text), and their size
-        self._to_report: list[tuple] = []
-        self._to_report_size = 0
+        # Output files Pelican has written to our writer and we have not yet
+        # rewritten and written out: (file, path, text, content), and their
+        # text's size (see write_held).  Held only while ``holding``.
+        self.held: list[tuple] = []
+        self.held_size = 0
+        self.holding = False
         self.finished = False  # set by on_finalized
 
     def relative(self, path: str) -> str:
@@ -96,14 +99,8 @@ class _Build:
     def rewrite_text(self, path: str, text: str, content=None) -> str:
         """Rewrite one output file's text (``path``: made absolute and
         normalized unless it is; ``content``: the article or page it shows,
-        if any); record its findings.
-
-        Pelican calls this between two templates, which leave the CPU's
-        caches cold for this code: every step costs several times what it
-        costs in a loop.  So only what the bytes need is done here.  Usually
-        no byte changes (the content pass upgraded the articles; an https
-        theme makes https URLs): then the http URLs left are classified for
-        the report later, with other files' (``report_pending``)."""
+        if any); record its findings.  A file written again (Pelican's
+        ``override_output``) replaces the findings of what it held before."""
         dot = path.rfind(".")  # (syntax_for(path), inline: once per file)
         syntax = SYNTAX_BY_EXTENSION.get(path[dot:].lower()) if dot >= 0 else None
         if syntax is None:
@@ -116,47 +113,52 @@ class _Build:
             path = os.path.abspath(path)
             output = self.relative(path)
         if path in self.handled:
-            return text
-        self.handled.add(path)
+            self.collector.forget(output)
+        else:
+            self.handled.add(path)
+        fragment = None
         if content is not None:
             self.content_of_output[output] = content
-            fragment = self.fragments.get(id(content))
+            if syntax == "html":
+                fragment = self.fragments.get(id(content))
         else:
-            fragment = None
-        scanned = scan(text, self.rules, fragment if syntax == "html" else None)
-        if scanned is not None:  # no byte changes
-            if not scanned.candidates and (scanned.fragment is None or not scanned.fragment.insecure):
-                self.collector.files_scanned += 1  # (and nothing to report)
-                return text
-            self._to_report.append((output, text, syntax, scanned))
-            self._to_report_size += len(text)
-            if self._to_report_size > _REPORT_BATCH:
-                self.report_pending()
-            return text
+            self.content_of_output.pop(output, None)
         result = rewrite(text, self.rules, syntax, self.verdicts, fragment=fragment)
         changed = result.text is not text and result.text != text
         self.collector.add(output, result, changed)
         return result.text
 
-    def report_pending(self) -> None:
-        """Classify the http URLs of the files kept for it, in one loop: the
-        rewriter's code and memo stay in the CPU's caches.  (Measured with a
-        stand-in for the templates that touches 1,000 random dictionary
-        entries between two files: the output files' rewrite took 0.40 s
-        file by file, 0.23 s in one loop.)"""
-        pending, self._to_report, self._to_report_size = self._to_report, [], 0
-        rules, verdicts, add = self.rules, self.verdicts, self.collector.add
-        for output, text, syntax, scanned in pending:
-            result = rewrite(text, rules, syntax, verdicts, scanned=scanned)
-            add(output, result, False)  # (scan() found no host to upgrade)
+    def write_held(self) -> None:
+        """Rewrite the files held, in one loop, then write them out.
 
-    def rewrite_file(self, path: str) -> None:
-        """Rewrite one file on disk (``path`` absolute); bytes that are not
-        UTF-8 round-trip."""
+        Pelican renders a template between two files it writes, which leaves
+        the CPU's caches cold for the rewriter: file by file, every step costs
+        several times what it costs in a loop.  (Measured in the benchmark's
+        build: the plugin's own time fell from about 0.50 s to 0.40 s.)  A
+        file whose rewrite raised keeps the text Pelican gave it: no file is
+        left empty."""
+        held, self.held, self.held_size = self.held, [], 0
+        if not held:
+            return
+        started = _clock()
+        texts = []
+        try:
+            for _, path, text, content in held:
+                texts.append(self.rewrite_text(path, text, content))
+        finally:
+            self.seconds += _clock() - started
+            for index, (file, _, text, _) in enumerate(held):
+                with file:
+                    file.write(texts[index] if index < len(texts) else text)
+
+    def rewrite_file(self, path: str, content=None) -> None:
+        """Rewrite one file on disk (``path`` absolute; ``content``: the
+        article or page it shows, if any); bytes that are not UTF-8
+        round-trip."""
         with open(path, "rb") as f:
             data = f.read()
         text = data.decode("utf-8", "surrogateescape")
-        new_text = self.rewrite_text(path, text)
+        new_text = self.rewrite_text(path, text, content)
         if new_text is not text and new_text != text:
             _replace_file(path, new_text.encode("utf-8", "surrogateescape"))
 
@@ -234,9 +236,11 @@ class _Build:
         return shown
 
 
-# Text of files kept for report_pending, in characters, before it runs: a
-# batch long enough to run warm, short enough to hold little memory.
-_REPORT_BATCH = 4_000_000
+# Files held before write_held runs: a batch long enough to run warm, short
+# enough to hold little memory (in characters) and few open files (each held
+# file is open, as Pelican opened it: its bookkeeping and errors stay its own).
+_HELD_CHARS = 4_000_000
+_HELD_FILES = 100
 
 _SLASH = os.sep == "/"  # paths need no "/" in place of os.sep
 _URL_OF = operator.itemgetter(0)  # a Finding's url (no comprehension: one call fewer)
@@ -290,19 +294,28 @@ def _replace_file(path: str, data: bytes) -> None:
 
 _build: _Build | None = None
 _outer_builds: list[_Build] = []  # runs under way that a nested run started inside
-import_seconds = 0.0  # CPU time of importing the package, until a run counts it
+import_seconds = 0.0  # time spent importing the package, until a run counts it
 
 
-# CPU time of this thread, for the report's own-time counter: Pelican and the
-# plugin run in the main thread, and this clock is cheaper to read than the
-# whole process's (which sums every thread's).  (A name, not a function of
-# ours: it is read twice per output file.)
-_cpu_time = time.thread_time
+# The report's own-time counter: the wall clock around the plugin's code (it
+# runs in Pelican's one thread).  Read twice per output file: a CPU-time clock
+# is a system call, 10 times slower to read (1 µs here), a cost of its own.
+_clock = time.perf_counter
+
+
+@atexit.register
+def _write_held_at_exit() -> None:
+    """A run that failed (an exception in a template, say) leaves files held:
+    written out as Pelican exits, none is left empty."""
+    for build in (*_outer_builds, _build):
+        if build is not None:
+            build.write_held()
 
 
 class _RewriteOnClose(io.StringIO):
     """What ``RewritingWriter`` hands to Pelican instead of the output file:
-    takes the text written to it and writes the rewritten text on close.  A
+    takes the text written to it and, on close, gives it to the run's state
+    to rewrite and write out (at once, or held for a batch).  A
     StringIO, so the many small writes of a feed (one per XML element, 80,000
     in the benchmark's 16 feeds) cost a C call each: measured 4 times faster
     than a Python ``write`` keeping the pieces, and faster for pages too
@@ -318,15 +331,19 @@ class _RewriteOnClose(io.StringIO):
     def close(self) -> None:
         if self.closed:
             return
-        started = _cpu_time()  # (taking the text out is the plugin's work too)
+        started = _clock()  # (taking the text out is the plugin's work too)
         text = self.getvalue()
         super().close()
-        with self._file:
-            build = _build
-            if build is not None:
-                text = build.rewrite_text(self._path, text, self._content)
-                build.seconds += _cpu_time() - started
-            self._file.write(text)
+        build = _build
+        if build is None:
+            with self._file:
+                self._file.write(text)
+            return
+        build.held.append((self._file, self._path, text, self._content))
+        build.held_size += len(text)
+        build.seconds += _clock() - started
+        if not build.holding or build.held_size > _HELD_CHARS or len(build.held) >= _HELD_FILES:
+            build.write_held()
 
 
 class RewritingWriter(Writer):
@@ -342,6 +359,11 @@ class RewritingWriter(Writer):
         # writes.  Connected again as the next run starts (on_run_start).
         signals.content_written.disconnect(on_content_written)
         signals.feed_written.disconnect(on_feed_written)
+        if _build is not None:
+            # Files are held (written out in batches) only where nothing else
+            # could look at them before they are written: no other plugin's
+            # receiver of a file written or of a generator's last file.
+            _build.holding = not _others_listen()
 
     def write_file(self, name, template, context, *args, **kwargs):
         self._showing = kwargs.get("article") or kwargs.get("page")
@@ -351,6 +373,10 @@ class RewritingWriter(Writer):
             self._showing = None
 
     def _open_w(self, filename, encoding, override=False):
+        if filename in self._written_files and _build is not None:
+            # Written again (override_output): what is held is written first,
+            # or two open files would write over each other.
+            _build.write_held()
         file = super()._open_w(filename, encoding, override)
         if filename == os.devnull or _build is None:
             return file
@@ -383,6 +409,8 @@ def on_run_start(pelican) -> None:
     read.  ``pelican --autoreload`` runs the same Pelican again for every
     change (``initialized`` is sent once): each run starts from a new state."""
     global _build, import_seconds
+    if _build is not None:  # (a run that failed leaves files held)
+        _build.write_held()
     _build = None  # (if the new state cannot be made, no earlier run's is left)
     _build = _Build(pelican)
     # the package's import (set by __init__), in the own time of the first run
@@ -416,11 +444,31 @@ def on_all_generators_finalized(generators) -> None:
     build = _build
     if build is None:
         return
-    started = _cpu_time()
+    started = _clock()
     for content in build.contents:
         if type(content).__name__ != "Static":  # copied files: rewritten on disk
             build.rewrite_content(content)
-    build.seconds += _cpu_time() - started
+    build.seconds += _clock() - started
+
+
+def on_writer_finalized(generator, writer) -> None:
+    """``article_writer_finalized`` and ``page_writer_finalized``: a generator
+    has written its last file.  Pelican's articles and pages are all written
+    out now, before another generator or ``finalized`` receiver can look."""
+    build = _build
+    if build is not None:
+        build.write_held()
+        if type(generator).__name__ == "PagesGenerator":
+            build.holding = False
+
+
+def _others_listen() -> bool:
+    """Whether another plugin listens for a file Pelican writes, or for the
+    end of the articles' or pages' writing (these receivers of ours are
+    disconnected, or are the one each)."""
+    return bool(signals.content_written.receivers or signals.feed_written.receivers
+                or len(signals.article_writer_finalized.receivers) > 1
+                or len(signals.page_writer_finalized.receivers) > 1)
 
 
 def on_content_written(path, context) -> None:
@@ -437,18 +485,9 @@ def _written_by_another_writer(path: str, content) -> None:
     build = _build
     if build is None:
         return
-    path = os.path.abspath(path)
-    if path in build.handled:
-        return
-    if content is not None:
-        build.content_of_output[build.relative(path)] = content
-    _rewrite_on_disk(build, path)
-
-
-def _rewrite_on_disk(build: _Build, path: str) -> None:
-    started = _cpu_time()
-    build.rewrite_file(path)
-    build.seconds += _cpu_time() - started
+    started = _clock()
+    build.rewrite_file(os.path.abspath(path), content)
+    build.seconds += _clock() - started
 
 
 def on_finalized(pelican) -> None:
@@ -456,10 +495,12 @@ def on_finalized(pelican) -> None:
     build = _build
     if build is None:
         return
+    build.write_held()  # (none should be left: see on_writer_finalized)
+    build.holding = False
     build.finished = True
     # the run this one was inside of (if any) goes on
     _build = _outer_builds.pop() if _outer_builds else None
-    started = _cpu_time()
+    started = _clock()
     extensions = build.settings.file_extensions
     for directory, _, files in os.walk(build.output_path):
         for name in files:
@@ -467,13 +508,12 @@ def on_finalized(pelican) -> None:
                 path = directory + os.sep + name  # (os.walk's: no separator at the end)
                 if path not in build.handled and os.path.isfile(path):
                     build.rewrite_file(path)
-    build.report_pending()
     report = build.collector.report(
         build.source_of, build.siteurl, build.settings.site_scheme == "http")
     lines = report.text_lines()
     items = report.items_json() if build.settings.report_path else None
     # own time up to here: logging the lines and writing the file are not in it
-    report = report._replace(seconds=build.seconds + _cpu_time() - started)
+    report = report._replace(seconds=build.seconds + _clock() - started)
     _emit(report, lines)
     if build.settings.report_path:
         _write_report(build.settings.report_path, report, items)

@@ -58,11 +58,17 @@ class Collector:
         self._owns: list[bool] = []
         self._wheres: list[str] = []
         self._lines: list[int] = []
+        self._changed: set[str] = set()        # outputs that changed
+        self._upgraded: dict[str, int] = {}    # output -> URLs upgraded in it
 
     def add(self, output: str, result: RewriteResult, changed: bool) -> None:
         self.files_scanned += 1
-        self.files_changed += changed
-        self.urls_upgraded += result.upgraded
+        if changed:  # (rare, after the content pass: kept by name for forget)
+            self.files_changed += 1
+            self._changed.add(output)
+        if result.upgraded:
+            self.urls_upgraded += result.upgraded
+            self._upgraded[output] = result.upgraded
         insecure = result.insecure
         if insecure:
             urls, kinds, owns, wheres, lines = zip(*insecure)  # Finding's fields
@@ -72,6 +78,20 @@ class Collector:
             self._owns.extend(owns)
             self._wheres.extend(wheres)
             self._lines.extend(lines)
+
+    def forget(self, output: str) -> None:
+        """Drop what ``add`` recorded for ``output``: the file is written
+        again (Pelican's ``override_output``), and added again."""
+        self.files_scanned -= 1
+        if output in self._changed:
+            self._changed.discard(output)
+            self.files_changed -= 1
+        self.urls_upgraded -= self._upgraded.pop(output, 0)
+        keep = [i for i, kept in enumerate(self._outputs) if kept != output]
+        if len(keep) < len(self._outputs):
+            for column in (self._outputs, self._urls, self._kinds, self._owns,
+                           self._wheres, self._lines):
+                column[:] = [column[i] for i in keep]
 
     def add_content(self, upgraded: int) -> None:
         """One content object's HTML fields, rewritten before rendering.  Its
@@ -160,7 +180,7 @@ class Report(NamedTuple):
     remaining: dict[str, RemainingList]
     siteurl: str | None = None
     siteurl_insecure: bool = False
-    seconds: float = 0.0  # the plugin's own CPU time in the build
+    seconds: float = 0.0  # the plugin's own time in the build (wall clock around its code)
     contents_scanned: int = 0
     contents_changed: int = 0
     content_urls_upgraded: int = 0  # in content objects, once each
@@ -219,7 +239,7 @@ class Report(NamedTuple):
                 "urls_upgraded_in_contents": self.content_urls_upgraded,
                 "siteurl": self.siteurl,
                 "siteurl_insecure": self.siteurl_insecure,
-                "cpu_seconds": round(self.seconds, 4),
+                "own_seconds": round(self.seconds, 4),
                 "remaining": {kind: len(items) for kind, items in self.remaining.items()},
             },
             indent=2,

@@ -138,44 +138,15 @@ _HOST = re.compile(r"[^\s/\\?#\"'<>()@&:;,\[\]]*+(?![@:;,])")
 _URL_TEXT = re.compile(r"[^\s\"'<>()`]*")
 
 
-class Scanned(NamedTuple):
-    """What ``scan()`` found in a text, for ``rewrite()`` not to look again."""
-
-    candidates: list  # (start, end of "://") of the http URL starts, but the fragment's
-    fragment_at: int  # where ``fragment`` is in the text; -1: nowhere, or none given
-    fragment: Fragment | None  # the one found there (its URLs are not in candidates)
-
-
-def scan(text: str, rules: Rules, fragment: Fragment | None = None) -> Scanned | None:
-    """The http URL starts of ``text`` (with ``fragment``, an html text's:
-    but for the fragment's known ones, where it is in ``text``), as a
-    ``Scanned``, or None if the rules upgrade the host of one of them.  Not
-    None: ``rewrite(text, ..., scanned=scan(...))`` changes no byte, whatever
-    the URLs' contexts, and only reports; it can wait (the plugin does it in
-    batches)."""
-    scanned = _locate(text, fragment)
-    candidates = scanned.candidates
-    if not candidates or not rules.rewrite:
-        return scanned
-    prefixes = rules.host_slash_prefixes
-    startswith = text.startswith
-    for _, after in candidates:
-        if prefixes and startswith(prefixes, after):  # (rewrite()'s shortcut)
-            return None
-        authority, group = _authority_at(text, after)
-        if rules.upgradable(authority.group(group).lower()):
-            return None
-    return scanned
-
-
-def _locate(text: str, fragment: Fragment | None) -> Scanned:
-    """The http URL starts of ``text``, but for those of ``fragment`` where
-    it is in ``text`` (outside a comment): only the text around it is scanned."""
+def _locate(text: str, fragment: Fragment | None) -> tuple[list, int, Fragment | None]:
+    """(candidates, lo, fragment): the (start, end of "://") of the http URL
+    starts of ``text``, but for those of ``fragment`` where it is in ``text``
+    (outside a comment, from ``lo``; else -1 and None): only the text around
+    it is scanned."""
     lo = _fragment_at(text, fragment.text) if fragment is not None else -1
     if lo < 0:
-        return Scanned(_candidates(text), -1, None)
-    return Scanned(_candidates_around(text, lo, lo + len(fragment.text), fragment.others),
-                   lo, fragment)
+        return _candidates(text), -1, None
+    return _candidates_around(text, lo, lo + len(fragment.text), fragment.others), lo, fragment
 
 
 def _authority_at(text: str, after: int):
@@ -188,7 +159,7 @@ def _authority_at(text: str, after: int):
 
 def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
             lines: bool = True, *, fragment: Fragment | None = None,
-            as_fragment: bool = False, scanned: Scanned | None = None) -> RewriteResult:
+            as_fragment: bool = False) -> RewriteResult:
     """Upgrade the followed http URLs of ``text`` (html, xml, css or json).
 
     ``cache`` (optional, any dict, shared across the files of a build) memoizes
@@ -203,14 +174,9 @@ def rewrite(text: str, rules: Rules, syntax: str, cache: dict | None = None,
     fragment, perhaps shown verbatim in ``text``: where it is, outside a
     comment, it is not scanned again and its URLs' outcomes are taken from
     it.  Either way the result is the same as without them.
-
-    ``scanned``: what ``scan(text, rules, fragment)`` gave, not to look
-    again (with its fragment, if found: ``fragment`` is not looked at).
     """
     html = syntax == "html"
-    if scanned is None:
-        scanned = _locate(text, fragment if html else None)
-    candidates, lo, fragment = scanned  # lo: where ``fragment`` is in ``text``
+    candidates, lo, fragment = _locate(text, fragment if html else None)  # lo: where ``fragment`` is in ``text``
     if lo >= 0:
         known = [(lo + offset, *outcome) for offset, *outcome in fragment.insecure]
         if not candidates:  # (an https theme: nothing but the fragment's)

@@ -66,12 +66,12 @@ def report_lines(caplog):
     return [r.getMessage() for r in caplog.records if r.name == "pelican_https.report"]
 
 
-@pytest.mark.parametrize("batch", [None, 0])
+@pytest.mark.parametrize("batch", [None, 1])
 def test_report_line_by_line(site, caplog, monkeypatch, batch):
-    # batch 0: the files kept for the report are classified one by one, right
-    # after each is written, instead of in batches: the same report
+    # batch 1: each file our writer is given is rewritten and written out at
+    # once, instead of in batches: the same report
     if batch is not None:
-        monkeypatch.setattr("pelican_https.plugin._REPORT_BATCH", batch)
+        monkeypatch.setattr("pelican_https.plugin._HELD_FILES", batch)
     monkeypatch.chdir(site)
     caplog.set_level(logging.INFO)
     build(site, HTTPS_REPORT_PATH="reports/https.json")
@@ -305,7 +305,9 @@ def test_the_writer_in_memory_and_the_rewrite_on_disk_give_the_same_bytes(site, 
 def test_a_file_named_two_ways_is_rewritten_and_reported_once(tmp_path):
     # Pelican hands the writer absolute, normalized paths, and rewrite_text
     # takes those as they are; any other spelling of the same file is made
-    # absolute and normalized first, so the file is handled once.
+    # absolute and normalized first, so the file is one file: written again
+    # (Pelican's override_output), it is rewritten again and its report
+    # replaces the earlier one's.
     from types import SimpleNamespace
 
     from pelican_https.plugin import _Build
@@ -314,13 +316,187 @@ def test_a_file_named_two_ways_is_rewritten_and_reported_once(tmp_path):
     (output / "a").mkdir(parents=True)
     build = _Build(SimpleNamespace(settings={
         "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
-    page = '<a href="http://blog.example.com/x">x</a>'
+    page = '<a href="http://blog.example.com/x">x</a><img src="http://other.example.net/i.png">'
+    upgraded = page.replace("http://blog", "https://blog")
     first = build.rewrite_text(str(output / "a" / "page.html"), page)
     again = build.rewrite_text(str(output / "a" / ".." / "a" / "page.html"), page)
     relative = os.path.relpath(output / "a" / "page.html")
-    assert build.rewrite_text(relative, page) == again == page  # handled already: as given
-    assert first == '<a href="https://blog.example.com/x">x</a>'
-    assert build.collector.files_scanned == 1 and build.handled == {str(output / "a" / "page.html")}
+    assert first == again == build.rewrite_text(relative, page) == upgraded
+    assert build.handled == {str(output / "a" / "page.html")}
+    collector = build.collector
+    assert (collector.files_scanned, collector.files_changed, collector.urls_upgraded) == (1, 1, 1)
+    report = collector.report(lambda output, url: None)
+    assert [(item.output, item.url) for item in report.remaining["subresources"]] == [
+        ("a/page.html", "http://other.example.net/i.png")]
+    # written again without the image and without a change: nothing of the
+    # first version is left in the report
+    build.rewrite_text(str(output / "a" / "page.html"), '<a href="https://x.example.org/">x</a>')
+    assert (collector.files_scanned, collector.files_changed, collector.urls_upgraded) == (1, 0, 0)
+    assert not any(collector.report(lambda output, url: None).remaining.values())
+
+
+def test_a_page_written_over_the_index_is_upgraded_and_reported(site, caplog, monkeypatch):
+    # A page saved as index.html is written over the blog index Pelican wrote
+    # before (override_output): the file on disk is the page, upgraded, and
+    # the report lists what remains in the page, not in the index it replaced.
+    (site / "content" / "pages" / "home.md").write_text(
+        "Title: Home\nSave_as: index.html\nURL:\n\n"
+        'Welcome, <img src="http://blog.example.com/images/pic.png" alt="me">.\n',
+        encoding="utf-8")
+    monkeypatch.chdir(site)
+    caplog.set_level(logging.INFO)
+    output = build(site, LINKS=(("Old", "http://blog.example.com/old/"),),
+                   HTTPS_REPORT_PATH="https.json")
+    index = (output / "index.html").read_text(encoding="utf-8")
+    assert 'Welcome, <img src="https://blog.example.com/images/pic.png" alt="me">' in index
+    assert 'href="https://blog.example.com/old/"' in index  # LINKS, from the theme
+    assert "pixel.gif" not in index  # (the index of posts is gone)
+    assert not OWN_HTTP_IN_ATTRIBUTE.search(index)
+    lines = report_lines(caplog)
+    assert not [line for line in lines if line.startswith("https:   index.html:")]
+    report = json.loads((site / "https.json").read_text(encoding="utf-8"))
+    assert not [item for kind in ("subresources", "own_domain_links", "other_links")
+                for item in report[kind] if item["output"] == "index.html"]
+
+
+def test_a_file_written_twice_while_held_is_the_second_text(tmp_path, monkeypatch):
+    # Two writes of one file while the writer holds files (override_output):
+    # the first is written out before Pelican opens the file again, or two
+    # open files would write over each other (the longer text's tail left).
+    from types import SimpleNamespace
+
+    from jinja2 import Template
+
+    from pelican_https import plugin
+
+    output = tmp_path / "output"
+    output.mkdir()
+    build_state = plugin._Build(SimpleNamespace(settings={
+        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
+    monkeypatch.setattr(plugin, "_build", build_state)
+    settings = read_settings(None, override={"OUTPUT_PATH": str(output)})
+    writer = plugin.RewritingWriter(str(output), settings=settings)
+    assert build_state.holding  # (no other plugin listens in this test)
+    long_page = '<a href="http://blog.example.com/long">' + "x" * 5000 + "</a>"
+    writer.write_file("page.html", Template(long_page), {})
+    assert build_state.held and (output / "page.html").read_bytes() == b""  # held
+    writer.write_file("page.html", Template('<a href="http://blog.example.com/short">s</a>'), {},
+                      override_output=True)
+    build_state.write_held()
+    assert (output / "page.html").read_text(encoding="utf-8") == (
+        '<a href="https://blog.example.com/short">s</a>')
+    assert build_state.collector.files_scanned == 1
+
+
+def test_a_rewrite_that_fails_leaves_no_file_empty(tmp_path, monkeypatch):
+    # If rewriting a held file raises, the error goes on to Pelican, and every
+    # held file is still written: the ones before rewritten, the rest as
+    # Pelican gave them.
+    from types import SimpleNamespace
+
+    from pelican_https import plugin
+
+    output = tmp_path / "output"
+    output.mkdir()
+    build_state = plugin._Build(SimpleNamespace(settings={
+        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
+    page = '<a href="http://blog.example.com/x">x</a>'
+    names = ["a.html", "b.html", "c.html"]
+    for name in names:
+        path = str(output / name)
+        build_state.held.append((open(path, "w", encoding="utf-8"), path, page, None))
+    rewrite_text = build_state.rewrite_text
+
+    def failing(path, text, content=None):
+        if path.endswith("b.html"):
+            raise RuntimeError("boom")
+        return rewrite_text(path, text, content)
+
+    monkeypatch.setattr(build_state, "rewrite_text", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        build_state.write_held()
+    assert [(output / name).read_text(encoding="utf-8") for name in names] == [
+        page.replace("http:", "https:"), page, page]
+    assert not build_state.held
+
+
+def test_files_are_written_before_another_plugin_looks_at_them(site):
+    # Another plugin's receiver of content_written / feed_written reads the
+    # file Pelican has just written: it must find it written and upgraded.
+    seen = {}
+
+    def look(path, *args, **kwargs):
+        with open(path, encoding="utf-8") as f:
+            seen[os.path.relpath(path, site / "output")] = f.read()
+
+    signals.content_written.connect(look)
+    signals.feed_written.connect(look)
+    try:
+        output = build(site)
+    finally:
+        signals.content_written.disconnect(look)
+        signals.feed_written.disconnect(look)
+    assert "first-post.html" in seen and os.path.join("feeds", "all.atom.xml") in seen
+    for name, text in seen.items():
+        assert text == (output / name).read_text(encoding="utf-8"), name
+        assert not OWN_HTTP_IN_ATTRIBUTE.search(text), name
+
+
+def test_held_files_are_all_written_before_any_finalized_receiver(site, monkeypatch):
+    # With nothing listening for each file, the writer holds files and writes
+    # them out in batches: all of them before the run's end, where other
+    # plugins look at the output (a finalized receiver that runs before ours).
+    from pelican_https import plugin
+
+    batches = []
+    write_held = plugin._Build.write_held
+
+    def counting(self):
+        batches.append(len(self.held))
+        write_held(self)
+
+    monkeypatch.setattr(plugin._Build, "write_held", counting)
+    seen = {}
+
+    def look(pelican):
+        seen["held"] = len(plugin._build.held)
+        seen["files"] = {path.name: path.read_text(encoding="utf-8")
+                         for path in (site / "output").rglob("*.html")}
+
+    signals.finalized.disconnect(plugin.on_finalized)
+    signals.finalized.connect(look)
+    signals.finalized.connect(plugin.on_finalized)  # after look, this once
+    try:
+        output = build(site)
+    finally:
+        signals.finalized.disconnect(look)
+    assert max(batches) > 1  # held, then written out together
+    assert seen["held"] == 0
+    assert seen["files"] == {path.name: path.read_text(encoding="utf-8")
+                             for path in output.rglob("*.html")}
+    assert "first-post.html" in seen["files"] and all(seen["files"].values())
+
+
+def test_nothing_is_held_when_another_plugin_waits_for_a_generators_end(site):
+    # Another plugin's receiver of article_writer_finalized may look at the
+    # articles' files, and may run before ours: then each file is written out
+    # as Pelican writes it.
+    from pelican_https import plugin
+
+    seen = []
+
+    def look(generator, writer):
+        seen.append((type(generator).__name__, plugin._build.holding,
+                     (site / "output" / "first-post.html").read_text(encoding="utf-8")))
+
+    signals.article_writer_finalized.connect(look)
+    try:
+        build(site)
+    finally:
+        signals.article_writer_finalized.disconnect(look)
+    [(generator, holding, post)] = seen
+    assert (generator, holding) == ("ArticlesGenerator", False)
+    assert '<a href="https://blog.example.com/about/">own link</a>' in post
 
 
 def test_the_writers_file_takes_text_only_and_nothing_once_closed(tmp_path):
@@ -449,7 +625,7 @@ def test_an_article_page_taken_around_its_content_reports_what_a_full_scan_repor
         build(site, HTTPS_HOST_MAP={}, HTTPS_HOSTS=["www.blog.example.com", "old-blog.example.net"],
               HTTPS_REPORT_PATH="report.json", **overrides)
         report = json.loads((site / "report.json").read_text(encoding="utf-8"))
-        del report["cpu_seconds"]
+        del report["own_seconds"]
         return report_lines(caplog), report
 
     monkeypatch.chdir(site)
@@ -461,3 +637,24 @@ def test_an_article_page_taken_around_its_content_reports_what_a_full_scan_repor
     shutil.rmtree(site / "output")
     assert reports() == around
     assert "https:   first-post.html:45: img src http://tracker.example.io/pixel.gif (from posts/first.md)" in around[0]
+
+
+def test_a_build_that_fails_leaves_no_held_file_empty(site):
+    # A template error in the middle of the articles: pelican exits non-zero,
+    # and the files the writer held by then (the feeds, the first article,
+    # written first) are written out, upgraded, as the process exits.
+    (site / "content" / "posts" / "boom.md").write_text(
+        "Title: Boom\nDate: 2024-01-01\nCategory: notes\n\nAn older post.\n", encoding="utf-8")
+    overrides = site / "overrides"
+    overrides.mkdir()
+    (overrides / "article.html").write_text(
+        '{% if article.title == "Boom" %}{{ article.no_such_thing() }}{% endif %}'
+        '{% include "!simple/article.html" %}', encoding="utf-8")
+    result = run_pelican(site, f'THEME_TEMPLATES_OVERRIDES=["{overrides}"]')
+    assert result.returncode != 0 and "no_such_thing" in result.stdout + result.stderr
+    output = site / "output"
+    assert not (output / "boom.html").exists() or not (output / "boom.html").read_bytes()
+    post = (output / "first-post.html").read_text(encoding="utf-8")
+    assert '<a href="https://blog.example.com/about/">own link</a>' in post
+    atom = (output / "feeds" / "all.atom.xml").read_text(encoding="utf-8")
+    assert atom.rstrip().endswith("</feed>") and 'src="https://blog.example.com/images/pic.png"' in atom

@@ -6,7 +6,7 @@ import re
 
 from hypothesis import example, given, settings, strategies as st
 
-from pelican_https.rewrite import Rules, rewrite, scan
+from pelican_https.rewrite import Rules, rewrite
 
 OWN = ["blog.example.com", "www.blog.example.com", "old.example.net"]
 UPGRADE = ["cdn.example.org"]
@@ -131,7 +131,6 @@ def test_a_long_host_list_gives_what_a_short_one_gives(document, syntax, pair):
     short, long = pair
     assert short.host_slash_prefixes and not long.host_slash_prefixes
     assert rewrite(document, long, syntax) == rewrite(document, short, syntax)
-    assert (scan(document, long) is None) == (scan(document, short) is None)
 
 
 @settings(max_examples=200, deadline=None)
@@ -186,24 +185,6 @@ def test_a_cache_warmed_by_other_documents_changes_nothing(others, syntax):
     for other in warming:
         rewrite(other, MAPPED, syntax, cache)
     assert rewrite(document, MAPPED, syntax, cache) == rewrite(document, MAPPED, syntax, _NoMemo())
-
-
-@settings(max_examples=400, deadline=None)
-@given(documents, st.sampled_from(["html", "xml", "css", "json"]),
-       st.sampled_from([RULES, MAPPED, AUDIT, SUFFIXES]))
-@example('<a href="http://x.example.io/a">', "html", SUFFIXES)  # a host by its suffix
-@example('<a href="http://u@Blog.Example.com:80">', "html", RULES)  # userinfo, case, port
-@example('<a href="http://blog.example.com/a">', "html", AUDIT)  # never rewritten
-def test_a_text_scan_lets_wait_keeps_its_bytes(document, syntax, rules):
-    # scan() lets the report of a text wait only when rewriting it can change
-    # no byte; rewrite() given what scan() found gives what it finds itself.
-    found = scan(document, rules)
-    expected = rewrite(document, rules, syntax, _NoMemo())
-    if found is not None:
-        assert expected.text == document
-        assert rewrite(document, rules, syntax, {}, scanned=found) == expected
-    else:
-        assert rules.rewrite
 
 
 def test_a_tag_whose_quote_nothing_closes_teaches_the_memo_nothing():
@@ -286,11 +267,6 @@ def test_a_fragment_reused_in_a_page_gives_what_a_full_scan_gives(
     page = before + opener + first.text + after
     expected = rewrite(page, rules, "html", _NoMemo())
     assert rewrite(page, rules, "html", cache, fragment=first.fragment) == expected
-    found = scan(page, rules, first.fragment)  # the same, by way of scan()
-    if found is not None:
-        assert expected.text == page
-        assert rewrite(page, rules, "html", cache, fragment=first.fragment,
-                       scanned=found) == expected
     if first.fragment is not None:
         assert first.fragment.text == first.text
 

@@ -14,12 +14,14 @@ builds with that version, so both are timed in the same runs.
     The added share is compared with the noise of the runs (half the spread
     of the per-run differences, with minus without): a difference inside it
     is reported as below noise, not as a measured share.  The plugin also
-    times itself (CPU seconds spent in its own code, from its JSON report:
-    its import, the content pass, each output file's scan, rewrite and
-    report, the end-of-build pass and building the report; not Pelican's
-    calls into its receivers and writer, nor logging the report's lines and
-    writing the JSON file): a second, far less noisy, lower estimate of the
-    same share, reported as a share
+    times itself (seconds spent in its own code, by the wall clock around
+    it, from its JSON report: its import, the content pass, taking each
+    output file's text from Pelican, its rewrite and report, the
+    end-of-build pass and building the report; not Pelican's calls into its
+    receivers and writer, nor logging the report's lines and writing the
+    JSON file): a second, far less noisy, lower estimate of the same share
+    (it runs in Pelican's one thread: its wall time is its CPU time, or more
+    if the machine runs something else meanwhile), reported as a share
     of the median build's CPU time without the plugin, and run by run as a
     share of the rest of the same build's CPU time (the machine's speed can
     drift between builds; within one build it moves both).  The load average
@@ -154,8 +156,8 @@ def _added(without: list[float], with_: list[float]) -> str:
 
 
 def _own_share(own: list[float], build_cpu: list[float]) -> str:
-    """The plugin's own CPU time as a share of the rest of the same build's
-    CPU time, run by run: the median and the range."""
+    """The plugin's own time as a share of the rest of the same build's CPU
+    time, run by run: the median and the range."""
     shares = sorted(100 * o / (b - o) for o, b in zip(own, build_cpu))
     return (f"{statistics.median(shares):.2f} % "
             f"(runs {shares[0]:.2f}-{shares[-1]:.2f} %, goal <= 2 %)")
@@ -163,6 +165,12 @@ def _own_share(own: list[float], build_cpu: list[float]) -> str:
 
 def _load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
+
+
+def _own_seconds(report: dict) -> float:
+    """The plugin's own time from its JSON report ("cpu_seconds" in versions
+    before the counter read the wall clock: a --baseline may be one)."""
+    return report["own_seconds"] if "own_seconds" in report else report["cpu_seconds"]
 
 
 def main() -> None:
@@ -189,8 +197,8 @@ def main() -> None:
                                          plugin=True, plugin_path=os.path.abspath(args.baseline))
             base.append(seconds)
             base_cpu.append(cpu)
-            base_inside.append(report["cpu_seconds"])
-            print(f"run {run + 1}: baseline {seconds:.2f} s (CPU {cpu:.2f} s; plugin's own CPU "
+            base_inside.append(_own_seconds(report))
+            print(f"run {run + 1}: baseline {seconds:.2f} s (CPU {cpu:.2f} s; plugin's own "
                   f"{base_inside[-1]:.3f} s; {report['files_scanned']} files, "
                   f"{report['urls_upgraded']} URLs upgraded)")
         seconds, cpu, _ = build(site, os.path.join(site, "output-plain"), plugin=False)
@@ -199,9 +207,9 @@ def main() -> None:
         seconds, cpu, report = build(site, os.path.join(site, "output-https"), plugin=True)
         with_plugin.append(seconds)
         with_cpu.append(cpu)
-        inside.append(report["cpu_seconds"])
+        inside.append(_own_seconds(report))
         print(f"run {run + 1}: without {plain[-1]:.2f} s (CPU {plain_cpu[-1]:.2f} s), "
-              f"with {with_plugin[-1]:.2f} s (CPU {with_cpu[-1]:.2f} s; plugin's own CPU "
+              f"with {with_plugin[-1]:.2f} s (CPU {with_cpu[-1]:.2f} s; plugin's own "
               f"{inside[-1]:.3f} s; {report['files_scanned']} files, "
               f"{report['urls_upgraded']} URLs upgraded)")
     median = statistics.median
@@ -209,7 +217,7 @@ def main() -> None:
           f"{_added(plain, with_plugin)} (goal <= 2 %)")
     print(f"    CPU:  without {median(plain_cpu):.2f} s, with {median(with_cpu):.2f} s: "
           f"{_added(plain_cpu, with_cpu)}")
-    print(f"    plugin's own CPU time (it times itself): median {median(inside):.3f} s = "
+    print(f"    plugin's own time (it times itself): median {median(inside):.3f} s = "
           f"{100 * median(inside) / median(plain_cpu):.2f} % of the build's CPU without it; "
           f"per run, of the rest of the same build's CPU: median {_own_share(inside, with_cpu)}")
     if args.baseline:
@@ -217,7 +225,7 @@ def main() -> None:
               f"({100 * (median(base) - median(plain)) / median(plain):+.2f} %), CPU "
               f"{median(base_cpu):.2f} s "
               f"({100 * (median(base_cpu) - median(plain_cpu)) / median(plain_cpu):+.2f} %), "
-              f"plugin's own CPU median {median(base_inside):.3f} s = "
+              f"plugin's own time median {median(base_inside):.3f} s = "
               f"{100 * median(base_inside) / median(plain_cpu):.2f} %; per run "
               f"{_own_share(base_inside, base_cpu)}")
     print("    (CPU times are robust to other load on the machine; wall times are not)")
@@ -236,7 +244,7 @@ def main() -> None:
         return
     print(f"(b) CPU time over {len(files)} files ({size:.1f} M characters): plugin pass {ours:.3f} s "
           f"({upgraded} URLs), BeautifulSoup pass {soup:.2f} s ({soup_upgraded} URLs): "
-          f"{soup / ours:.0f}x faster (goal >= 20x); the plugin's own CPU in the build "
+          f"{soup / ours:.0f}x faster (goal >= 20x); the plugin's own time in the build "
           f"(median {median(inside):.3f} s) is {soup / median(inside):.0f}x less")
 
 
