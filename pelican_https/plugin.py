@@ -136,7 +136,8 @@ class _Build:
         several times what it costs in a loop.  (Measured in the benchmark's
         build: the plugin's own time fell from about 0.50 s to 0.40 s.)  A
         file whose rewrite raised keeps the text Pelican gave it: no file is
-        left empty."""
+        left empty, nor one that cannot be written (the error is raised
+        after the others are written)."""
         held, self.held, self.held_size = self.held, [], 0
         if not held:
             return
@@ -147,9 +148,15 @@ class _Build:
                 texts.append(self.rewrite_text(path, text, content))
         finally:
             self.seconds += _clock() - started
+            error = None  # (one file that cannot be written: the others still are)
             for index, (file, _, text, _) in enumerate(held):
-                with file:
-                    file.write(texts[index] if index < len(texts) else text)
+                try:
+                    with file:
+                        file.write(texts[index] if index < len(texts) else text)
+                except Exception as exception:
+                    error = error or exception
+            if error is not None:
+                raise error
 
     def rewrite_file(self, path: str, content=None) -> None:
         """Rewrite one file on disk (``path`` absolute; ``content``: the
@@ -303,13 +310,19 @@ import_seconds = 0.0  # time spent importing the package, until a run counts it
 _clock = time.perf_counter
 
 
-@atexit.register
-def _write_held_at_exit() -> None:
-    """A run that failed (an exception in a template, say) leaves files held:
-    written out as Pelican exits, none is left empty."""
+def _write_out_after_failure() -> None:
+    """A run that fails (an exception in a template, say) leaves no held file
+    empty: written out as the error goes on (the writer), as the next run
+    starts (on_run_start), or as the process exits (atexit)."""
     for build in (*_outer_builds, _build):
         if build is not None:
-            build.write_held()
+            try:
+                build.write_held()
+            except Exception:  # (the error under way is the one to see)
+                logger.exception("https: could not write out the files held")
+
+
+atexit.register(_write_out_after_failure)
 
 
 class _RewriteOnClose(io.StringIO):
@@ -369,8 +382,18 @@ class RewritingWriter(Writer):
         self._showing = kwargs.get("article") or kwargs.get("page")
         try:
             return super().write_file(name, template, context, *args, **kwargs)
+        except BaseException:
+            _write_out_after_failure()
+            raise
         finally:
             self._showing = None
+
+    def write_feed(self, *args, **kwargs):
+        try:
+            return super().write_feed(*args, **kwargs)
+        except BaseException:
+            _write_out_after_failure()
+            raise
 
     def _open_w(self, filename, encoding, override=False):
         if filename in self._written_files and _build is not None:
@@ -378,7 +401,8 @@ class RewritingWriter(Writer):
             # or two open files would write over each other.
             _build.write_held()
         file = super()._open_w(filename, encoding, override)
-        if filename == os.devnull or _build is None:
+        # (a write Pelican skips goes to os.devnull: nothing to rewrite or report)
+        if _build is None or getattr(file, "name", None) == os.devnull:
             return file
         wrapped = _RewriteOnClose()
         wrapped._file, wrapped._path, wrapped._content = file, filename, self._showing
@@ -464,11 +488,13 @@ def on_writer_finalized(generator, writer) -> None:
 
 def _others_listen() -> bool:
     """Whether another plugin listens for a file Pelican writes, or for the
-    end of the articles' or pages' writing (these receivers of ours are
-    disconnected, or are the one each)."""
-    return bool(signals.content_written.receivers or signals.feed_written.receivers
-                or len(signals.article_writer_finalized.receivers) > 1
-                or len(signals.page_writer_finalized.receivers) > 1)
+    end of the articles' or pages' writing.  (blinker keys a function
+    receiver by its id.)"""
+    ours = {id(on_content_written), id(on_feed_written), id(on_writer_finalized)}
+    return any(receiver not in ours
+               for signal in (signals.content_written, signals.feed_written,
+                              signals.article_writer_finalized, signals.page_writer_finalized)
+               for receiver in signal.receivers)
 
 
 def on_content_written(path, context) -> None:

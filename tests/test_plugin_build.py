@@ -359,6 +359,23 @@ def test_a_page_written_over_the_index_is_upgraded_and_reported(site, caplog, mo
                 for item in report[kind] if item["output"] == "index.html"]
 
 
+def test_a_write_pelican_skips_is_not_reported(site, caplog, monkeypatch):
+    # An article saved as index.html is written first, with override_output;
+    # Pelican then skips the blog index (it writes it to os.devnull): the
+    # report is the article's, the file on disk.
+    (site / "content" / "posts" / "home.md").write_text(
+        "Title: Home\nDate: 2024-01-03\nCategory: notes\nSave_as: index.html\n\n"
+        'Hello, <img src="http://other.example.net/a.png" alt="a">.\n', encoding="utf-8")
+    monkeypatch.chdir(site)
+    caplog.set_level(logging.INFO)
+    output = build(site)
+    index = (output / "index.html").read_text(encoding="utf-8")
+    assert 'Hello, <img src="http://other.example.net/a.png" alt="a">' in index
+    number = index[:index.index("http://other.example.net/a.png")].count("\n") + 1
+    assert [line for line in report_lines(caplog) if line.startswith("https:   index.html:")] == [
+        f"https:   index.html:{number}: img src http://other.example.net/a.png (from posts/home.md)"]
+
+
 def test_a_file_written_twice_while_held_is_the_second_text(tmp_path, monkeypatch):
     # Two writes of one file while the writer holds files (override_output):
     # the first is written out before Pelican opens the file again, or two
@@ -420,6 +437,89 @@ def test_a_rewrite_that_fails_leaves_no_file_empty(tmp_path, monkeypatch):
     assert not build_state.held
 
 
+def test_a_file_that_cannot_be_written_leaves_the_others_written(tmp_path):
+    from types import SimpleNamespace
+
+    from pelican_https import plugin
+
+    output = tmp_path / "output"
+    output.mkdir()
+    build_state = plugin._Build(SimpleNamespace(settings={
+        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
+
+    class Full:  # a file whose write fails (a full disk)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return None
+
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    page = '<a href="http://blog.example.com/x">x</a>'
+    for name in ("a.html", "b.html", "c.html"):
+        path = str(output / name)
+        file = Full() if name == "b.html" else open(path, "w", encoding="utf-8")
+        build_state.held.append((file, path, page, None))
+    with pytest.raises(OSError, match="No space"):
+        build_state.write_held()
+    assert [(output / name).read_text(encoding="utf-8") for name in ("a.html", "c.html")] == [
+        page.replace("http:", "https:")] * 2
+
+
+def test_a_template_error_in_a_run_writes_out_what_was_held(site, monkeypatch):
+    # In process (as pelican --autoreload runs): the error goes on to the
+    # caller, and the files held by then are written out, upgraded.
+    from pelican_https import plugin
+
+    held = []
+    write_held = plugin._Build.write_held
+
+    def counting(self):
+        held.append(len(self.held))
+        write_held(self)
+
+    monkeypatch.setattr(plugin._Build, "write_held", counting)
+    monkeypatch.setattr(plugin, "_build", None)  # (the failed run's state: not left to other tests)
+    (site / "content" / "posts" / "boom.md").write_text(
+        "Title: Boom\nDate: 2024-01-01\nCategory: notes\n\nAn older post.\n", encoding="utf-8")
+    overrides = site / "overrides"
+    overrides.mkdir()
+    (overrides / "article.html").write_text(
+        '{% if article.title == "Boom" %}{{ article.no_such_thing() }}{% endif %}'
+        '{% include "!simple/article.html" %}', encoding="utf-8")
+    with pytest.raises(Exception, match="no_such_thing"):
+        build(site, THEME_TEMPLATES_OVERRIDES=[str(overrides)])
+    assert held and held[-1] > 1  # files were held when the error came
+    assert not plugin._build.held
+    post = (site / "output" / "first-post.html").read_text(encoding="utf-8")
+    assert '<a href="https://blog.example.com/about/">own link</a>' in post
+
+
+def test_files_held_by_a_run_that_failed_elsewhere_are_written_at_exit(tmp_path):
+    # An error outside the writer (in a generator between two files, say)
+    # leaves files held: they are written out as the process exits.
+    output = tmp_path / "output"
+    output.mkdir()
+    script = f"""
+import sys
+from types import SimpleNamespace
+from pelican_https import plugin
+build = plugin._Build(SimpleNamespace(settings={{
+    "SITEURL": "https://blog.example.com", "OUTPUT_PATH": {str(output)!r}, "PATH": {str(tmp_path)!r}}}))
+path = {str(output / "a.html")!r}
+build.held.append((open(path, "w", encoding="utf-8"), path,
+                   '<a href="http://blog.example.com/x">x</a>', None))
+plugin._build = build
+sys.exit("a generator failed")
+"""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and "a generator failed" in result.stderr
+    assert (output / "a.html").read_text(encoding="utf-8") == '<a href="https://blog.example.com/x">x</a>'
+
+
 def test_files_are_written_before_another_plugin_looks_at_them(site):
     # Another plugin's receiver of content_written / feed_written reads the
     # file Pelican has just written: it must find it written and upgraded.
@@ -462,14 +562,15 @@ def test_held_files_are_all_written_before_any_finalized_receiver(site, monkeypa
         seen["held"] = len(plugin._build.held)
         seen["files"] = {path.name: path.read_text(encoding="utf-8")
                          for path in (site / "output").rglob("*.html")}
+        plugin.on_finalized(pelican)  # ours, after this look
 
     signals.finalized.disconnect(plugin.on_finalized)
     signals.finalized.connect(look)
-    signals.finalized.connect(plugin.on_finalized)  # after look, this once
     try:
         output = build(site)
     finally:
         signals.finalized.disconnect(look)
+        signals.finalized.connect(plugin.on_finalized)
     assert max(batches) > 1  # held, then written out together
     assert seen["held"] == 0
     assert seen["files"] == {path.name: path.read_text(encoding="utf-8")
