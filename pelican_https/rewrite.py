@@ -346,9 +346,7 @@ def _candidates_around(text: str, lo: int, hi: int, others: list):
     known, but for those of the fragment's URLs that are not (``others``):
     only the text around it is scanned.  (_candidates' loop, with its
     bounds, twice: the tested spec of both.  Loops, not comprehensions: on
-    CPython 3.11 each comprehension is one more function call, and this runs
-    as Pelican writes a page, between two templates that leave the CPU's
-    caches cold: a call costs several times what it costs in a loop.)"""
+    CPython 3.11 each comprehension is one more function call, once per page.)"""
     found = []
     append = found.append
     for separator in _SEPARATOR.finditer(text, 0, lo + 8):  # + 8: "http:\/\/" from before lo
