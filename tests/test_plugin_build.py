@@ -66,6 +66,47 @@ def report_lines(caplog):
     return [r.getMessage() for r in caplog.records if r.name == "pelican_https.report"]
 
 
+@pytest.fixture
+def held_batches(monkeypatch):
+    """How many files each call of _Build.write_held found held."""
+    from pelican_https import plugin
+
+    batches = []
+    write_held = plugin._Build.write_held
+
+    def counting(self):
+        batches.append(len(self.held))
+        write_held(self)
+
+    monkeypatch.setattr(plugin._Build, "write_held", counting)
+    return batches
+
+
+def bare_build(tmp_path):
+    """A run's state without a Pelican run, and its empty output folder."""
+    from types import SimpleNamespace
+
+    from pelican_https import plugin
+
+    output = tmp_path / "output"
+    output.mkdir()
+    return plugin._Build(SimpleNamespace(settings={
+        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)})), output
+
+
+def add_an_article_whose_template_fails(site):
+    """An article older than the fixture's (so written after it) whose page's
+    template raises; the folder for THEME_TEMPLATES_OVERRIDES."""
+    (site / "content" / "posts" / "boom.md").write_text(
+        "Title: Boom\nDate: 2024-01-01\nCategory: notes\n\nAn older post.\n", encoding="utf-8")
+    overrides = site / "overrides"
+    overrides.mkdir()
+    (overrides / "article.html").write_text(
+        '{% if article.title == "Boom" %}{{ article.no_such_thing() }}{% endif %}'
+        '{% include "!simple/article.html" %}', encoding="utf-8")
+    return overrides
+
+
 @pytest.mark.parametrize("batch", [None, 1])
 def test_report_line_by_line(site, caplog, monkeypatch, batch):
     # batch 1: each file our writer is given is rewritten and written out at
@@ -175,8 +216,9 @@ def test_output_is_upgraded_and_the_rest_kept(site):
 
 
 def test_every_file_is_upgraded_when_pelican_writes_it(site):
-    # The report waits for batches; the bytes never do: another plugin that
-    # reads a page or feed as it is written finds it upgraded already.
+    # Another plugin that reads each page or feed as it is written (on
+    # content_written / feed_written): nothing is held, and it finds each
+    # file written and upgraded already.
     seen = {}
 
     def read(path, **kwargs):
@@ -308,14 +350,8 @@ def test_a_file_named_two_ways_is_rewritten_and_reported_once(tmp_path):
     # absolute and normalized first, so the file is one file: written again
     # (Pelican's override_output), it is rewritten again and its report
     # replaces the earlier one's.
-    from types import SimpleNamespace
-
-    from pelican_https.plugin import _Build
-
-    output = tmp_path / "output"
-    (output / "a").mkdir(parents=True)
-    build = _Build(SimpleNamespace(settings={
-        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
+    build, output = bare_build(tmp_path)
+    (output / "a").mkdir()
     page = '<a href="http://blog.example.com/x">x</a><img src="http://other.example.net/i.png">'
     upgraded = page.replace("http://blog", "https://blog")
     first = build.rewrite_text(str(output / "a" / "page.html"), page)
@@ -380,16 +416,11 @@ def test_a_file_written_twice_while_held_is_the_second_text(tmp_path, monkeypatc
     # Two writes of one file while the writer holds files (override_output):
     # the first is written out before Pelican opens the file again, or two
     # open files would write over each other (the longer text's tail left).
-    from types import SimpleNamespace
-
     from jinja2 import Template
 
     from pelican_https import plugin
 
-    output = tmp_path / "output"
-    output.mkdir()
-    build_state = plugin._Build(SimpleNamespace(settings={
-        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
+    build_state, output = bare_build(tmp_path)
     monkeypatch.setattr(plugin, "_build", build_state)
     settings = read_settings(None, override={"OUTPUT_PATH": str(output)})
     writer = plugin.RewritingWriter(str(output), settings=settings)
@@ -409,14 +440,7 @@ def test_a_rewrite_that_fails_leaves_no_file_empty(tmp_path, monkeypatch):
     # If rewriting a held file raises, the error goes on to Pelican, and every
     # held file is still written: the ones before rewritten, the rest as
     # Pelican gave them.
-    from types import SimpleNamespace
-
-    from pelican_https import plugin
-
-    output = tmp_path / "output"
-    output.mkdir()
-    build_state = plugin._Build(SimpleNamespace(settings={
-        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
+    build_state, output = bare_build(tmp_path)
     page = '<a href="http://blog.example.com/x">x</a>'
     names = ["a.html", "b.html", "c.html"]
     for name in names:
@@ -438,14 +462,7 @@ def test_a_rewrite_that_fails_leaves_no_file_empty(tmp_path, monkeypatch):
 
 
 def test_a_file_that_cannot_be_written_leaves_the_others_written(tmp_path):
-    from types import SimpleNamespace
-
-    from pelican_https import plugin
-
-    output = tmp_path / "output"
-    output.mkdir()
-    build_state = plugin._Build(SimpleNamespace(settings={
-        "SITEURL": "https://blog.example.com", "OUTPUT_PATH": str(output), "PATH": str(tmp_path)}))
+    build_state, output = bare_build(tmp_path)
 
     class Full:  # a file whose write fails (a full disk)
         def __enter__(self):
@@ -468,30 +485,16 @@ def test_a_file_that_cannot_be_written_leaves_the_others_written(tmp_path):
         page.replace("http:", "https:")] * 2
 
 
-def test_a_template_error_in_a_run_writes_out_what_was_held(site, monkeypatch):
+def test_a_template_error_in_a_run_writes_out_what_was_held(site, monkeypatch, held_batches):
     # In process (as pelican --autoreload runs): the error goes on to the
     # caller, and the files held by then are written out, upgraded.
     from pelican_https import plugin
 
-    held = []
-    write_held = plugin._Build.write_held
-
-    def counting(self):
-        held.append(len(self.held))
-        write_held(self)
-
-    monkeypatch.setattr(plugin._Build, "write_held", counting)
     monkeypatch.setattr(plugin, "_build", None)  # (the failed run's state: not left to other tests)
-    (site / "content" / "posts" / "boom.md").write_text(
-        "Title: Boom\nDate: 2024-01-01\nCategory: notes\n\nAn older post.\n", encoding="utf-8")
-    overrides = site / "overrides"
-    overrides.mkdir()
-    (overrides / "article.html").write_text(
-        '{% if article.title == "Boom" %}{{ article.no_such_thing() }}{% endif %}'
-        '{% include "!simple/article.html" %}', encoding="utf-8")
+    overrides = add_an_article_whose_template_fails(site)
     with pytest.raises(Exception, match="no_such_thing"):
         build(site, THEME_TEMPLATES_OVERRIDES=[str(overrides)])
-    assert held and held[-1] > 1  # files were held when the error came
+    assert held_batches and held_batches[-1] > 1  # files were held when the error came
     assert not plugin._build.held
     post = (site / "output" / "first-post.html").read_text(encoding="utf-8")
     assert '<a href="https://blog.example.com/about/">own link</a>' in post
@@ -520,42 +523,12 @@ sys.exit("a generator failed")
     assert (output / "a.html").read_text(encoding="utf-8") == '<a href="https://blog.example.com/x">x</a>'
 
 
-def test_files_are_written_before_another_plugin_looks_at_them(site):
-    # Another plugin's receiver of content_written / feed_written reads the
-    # file Pelican has just written: it must find it written and upgraded.
-    seen = {}
-
-    def look(path, *args, **kwargs):
-        with open(path, encoding="utf-8") as f:
-            seen[os.path.relpath(path, site / "output")] = f.read()
-
-    signals.content_written.connect(look)
-    signals.feed_written.connect(look)
-    try:
-        output = build(site)
-    finally:
-        signals.content_written.disconnect(look)
-        signals.feed_written.disconnect(look)
-    assert "first-post.html" in seen and os.path.join("feeds", "all.atom.xml") in seen
-    for name, text in seen.items():
-        assert text == (output / name).read_text(encoding="utf-8"), name
-        assert not OWN_HTTP_IN_ATTRIBUTE.search(text), name
-
-
-def test_held_files_are_all_written_before_any_finalized_receiver(site, monkeypatch):
+def test_held_files_are_all_written_before_any_finalized_receiver(site, held_batches):
     # With nothing listening for each file, the writer holds files and writes
     # them out in batches: all of them before the run's end, where other
     # plugins look at the output (a finalized receiver that runs before ours).
     from pelican_https import plugin
 
-    batches = []
-    write_held = plugin._Build.write_held
-
-    def counting(self):
-        batches.append(len(self.held))
-        write_held(self)
-
-    monkeypatch.setattr(plugin._Build, "write_held", counting)
     seen = {}
 
     def look(pelican):
@@ -571,7 +544,7 @@ def test_held_files_are_all_written_before_any_finalized_receiver(site, monkeypa
     finally:
         signals.finalized.disconnect(look)
         signals.finalized.connect(plugin.on_finalized)
-    assert max(batches) > 1  # held, then written out together
+    assert max(held_batches) > 1  # held, then written out together
     assert seen["held"] == 0
     assert seen["files"] == {path.name: path.read_text(encoding="utf-8")
                              for path in output.rglob("*.html")}
@@ -744,13 +717,7 @@ def test_a_build_that_fails_leaves_no_held_file_empty(site):
     # A template error in the middle of the articles: pelican exits non-zero,
     # and the files the writer held by then (the feeds, the first article,
     # written first) are written out, upgraded, as the process exits.
-    (site / "content" / "posts" / "boom.md").write_text(
-        "Title: Boom\nDate: 2024-01-01\nCategory: notes\n\nAn older post.\n", encoding="utf-8")
-    overrides = site / "overrides"
-    overrides.mkdir()
-    (overrides / "article.html").write_text(
-        '{% if article.title == "Boom" %}{{ article.no_such_thing() }}{% endif %}'
-        '{% include "!simple/article.html" %}', encoding="utf-8")
+    overrides = add_an_article_whose_template_fails(site)
     result = run_pelican(site, f'THEME_TEMPLATES_OVERRIDES=["{overrides}"]')
     assert result.returncode != 0 and "no_such_thing" in result.stdout + result.stderr
     output = site / "output"
