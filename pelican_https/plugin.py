@@ -434,8 +434,7 @@ def on_run_start(pelican) -> None:
     read.  ``pelican --autoreload`` runs the same Pelican again for every
     change (``initialized`` is sent once): each run starts from a new state."""
     global _build, import_seconds
-    if _build is not None:  # (a run that failed leaves files held)
-        _build.write_held()
+    _write_out_after_failure()  # (a run that failed may have left files held)
     _build = None  # (if the new state cannot be made, no earlier run's is left)
     _build = _Build(pelican)
     # the package's import (set by __init__), in the own time of the first run

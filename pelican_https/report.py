@@ -43,8 +43,6 @@ class Collector:
 
     def __init__(self):
         self.files_scanned = 0
-        self.files_changed = 0
-        self.urls_upgraded = 0          # in output files (template/theme URLs...)
         self.contents_scanned = 0
         self.contents_changed = 0
         self.content_urls_upgraded = 0  # once per content object
@@ -58,16 +56,22 @@ class Collector:
         self._owns: list[bool] = []
         self._wheres: list[str] = []
         self._lines: list[int] = []
-        self._changed: set[str] = set()        # outputs that changed
-        self._upgraded: dict[str, int] = {}    # output -> URLs upgraded in it
+        self._changed: set[str] = set()      # outputs that changed (rare after the content pass)
+        self._upgraded: dict[str, int] = {}  # output -> URLs upgraded in it (template/theme URLs...)
+
+    @property
+    def files_changed(self) -> int:
+        return len(self._changed)
+
+    @property
+    def urls_upgraded(self) -> int:  # in output files
+        return sum(self._upgraded.values())
 
     def add(self, output: str, result: RewriteResult, changed: bool) -> None:
         self.files_scanned += 1
-        if changed:  # (rare, after the content pass: kept by name for forget)
-            self.files_changed += 1
+        if changed:
             self._changed.add(output)
         if result.upgraded:
-            self.urls_upgraded += result.upgraded
             self._upgraded[output] = result.upgraded
         insecure = result.insecure
         if insecure:
@@ -83,10 +87,8 @@ class Collector:
         """Drop what ``add`` recorded for ``output``: the file is written
         again (Pelican's ``override_output``), and added again."""
         self.files_scanned -= 1
-        if output in self._changed:
-            self._changed.discard(output)
-            self.files_changed -= 1
-        self.urls_upgraded -= self._upgraded.pop(output, 0)
+        self._changed.discard(output)
+        self._upgraded.pop(output, None)
         keep = [i for i, kept in enumerate(self._outputs) if kept != output]
         if len(keep) < len(self._outputs):
             for column in (self._outputs, self._urls, self._kinds, self._owns,
