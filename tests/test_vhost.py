@@ -16,29 +16,32 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from deploy import certificates, vhost as vhost_module
-from deploy.errors import SettingsError
+from deploy.errors import NginxError, SettingsError
 from deploy.settings import settings_from_mapping
-from deploy.vhost import INTERMEDIATE_CIPHERS, PROBE_PREFIX, render_vhost
+from deploy.vhost import (INTERMEDIATE_CIPHERS, PROBE_PREFIX, NginxBuild, parse_nginx_build, render_challenge_vhost,
+                          render_vhost, served_domains)
 
 GOLDEN = Path(__file__).parent / "golden"
 NGINX = "/usr/sbin/nginx"
 
 BASE = {"SITEURL": "https://blog.example.com", "DEPLOY_HOST": "203.0.113.5", "DEPLOY_USER": "deploy"}
 
-# name -> (settings, nginx version, with_tls)
+DEBIAN12 = NginxBuild((1, 22, 1), (3, 0, 19))
+
+# name -> (settings, nginx build, kind): kind "site" (error_page), "site-no-404", or "challenge"
 CASES = {
-    "tls-nginx1.22-one-domain": ({}, (1, 22, 1), True),
+    "tls-nginx1.22-one-domain": ({}, DEBIAN12, "site"),
+    "tls-nginx1.22-no-404": ({}, DEBIAN12, "site-no-404"),
     "tls-nginx1.25.1-aliases": ({"DEPLOY_DOMAINS": ["blog.example.com", "www.blog.example.com", "old-blog.example.org"]},
-                                (1, 25, 1), True),
+                                NginxBuild((1, 25, 1), (3, 0, 13)), "site"),
     "tls-nginx1.26-www-preload-csp-ipv4": ({
         "SITEURL": "https://www.example.com", "DEPLOY_DOMAINS": ["www.example.com", "example.com"],
         "DEPLOY_HSTS_INCLUDE_SUBDOMAINS": True, "DEPLOY_HSTS_PRELOAD": True, "DEPLOY_CSP_UPGRADE_INSECURE": True,
-        "DEPLOY_LISTEN": ["203.0.113.5"]}, (1, 26, 3), True),
+        "DEPLOY_LISTEN": ["203.0.113.5"]}, NginxBuild((1, 26, 3), (3, 5, 0)), "site"),
     "tls-nginx1.24-default-server-ports": ({
         "DEPLOY_NGINX_DEFAULT_SERVER": True, "DEPLOY_LISTEN": ["*"], "DEPLOY_HTTP_PORT": 8080,
-        "DEPLOY_HTTPS_PORT": 8443, "DEPLOY_HSTS_MAX_AGE": 300}, (1, 24, 0), True),
-    "http-only-nginx1.22-aliases": ({"DEPLOY_DOMAINS": ["blog.example.com", "www.blog.example.com"]}, (1, 22, 1), False),
+        "DEPLOY_HTTPS_PORT": 8443, "DEPLOY_HSTS_MAX_AGE": 300}, NginxBuild((1, 24, 0), None), "site"),
+    "challenge-nginx1.22-first-deploy": ({"DEPLOY_DOMAINS": ["blog.example.com", "www.blog.example.com"]}, DEBIAN12, "challenge"),
 }
 
 
@@ -50,10 +53,15 @@ CERT_ID = "20261127T090000123456Z-4a1f00d2c3b4a5968778695a4b3c2d1e0f"
 
 
 def render_case(name: str, **overrides):
-    values, version, with_tls = CASES[name]
+    values, build, kind = CASES[name]
     settings = make_settings(**values | overrides)
-    return render_vhost(settings, version, with_tls=with_tls,
-                        certificate_dir=str(settings.tls_dir / "certs" / CERT_ID) if with_tls else None)
+    if kind == "challenge":
+        return render_challenge_vhost(settings, settings.domains)
+    return render_vhost(settings, build, str(settings.tls_dir / "certs" / CERT_ID), error_page=kind == "site")
+
+
+def site(settings, build=DEBIAN12, certificate_dir="/var/lib/p/tls/certs/one", error_page=True):
+    return render_vhost(settings, build, certificate_dir, error_page=error_page)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -67,8 +75,89 @@ def test_rendered_vhost_matches_its_golden_file(name):
     assert text == golden.read_text()
 
 
-def test_renderer_and_certificate_stage_agree_on_the_live_folder():
-    assert vhost_module.LIVE == certificates.LIVE
+# --- nginx -V --------------------------------------------------------------------------
+
+DEBIAN12_V = """nginx version: nginx/1.22.1
+built with OpenSSL 3.0.22 25 Aug 2026 (running with OpenSSL 3.0.19 27 Jan 2026)
+TLS SNI support enabled
+configure arguments: --with-cc-opt='-g -O2' --with-http_ssl_module --with-http_v2_module
+"""
+
+
+@pytest.mark.parametrize("text, build", [
+    (DEBIAN12_V, NginxBuild((1, 22, 1), (3, 0, 19))),  # running with wins over built with
+    ("nginx version: nginx/1.27.4\nbuilt with OpenSSL 3.5.0 8 Apr 2025\nTLS SNI support enabled\n", NginxBuild((1, 27, 4), (3, 5, 0))),
+    ("nginx version: nginx/1.25.3\nbuilt by gcc 12.2.0\nbuilt with LibreSSL 3.8.2\n", NginxBuild((1, 25, 3), None)),
+    ("nginx version: openresty/1.21.4.3\nbuilt with OpenSSL 1.1.1w  11 Sep 2023\n", NginxBuild((1, 21, 4, 3), (1, 1, 1))),
+])
+def test_parse_nginx_build(text, build):
+    assert parse_nginx_build(text) == build
+
+
+@pytest.mark.parametrize("text", ["", "sudo: a password is required\n", "bash: /usr/sbin/nginx: No such file or directory"])
+def test_parse_nginx_build_without_a_version_names_deploy_nginx(text):
+    with pytest.raises(NginxError, match="DEPLOY_NGINX") as err:
+        parse_nginx_build(text)
+    assert "\n" not in str(err.value)
+
+
+def test_the_real_nginx_v_parses():
+    result = subprocess.run([NGINX, "-V"], capture_output=True, text=True)
+    build = parse_nginx_build(result.stdout + result.stderr)
+    assert build.version >= (1, 18) and build.openssl is not None
+
+
+@pytest.mark.parametrize("openssl, curves", [
+    ((3, 0, 19), "X25519:prime256v1:secp384r1"),
+    ((3, 4, 9), "X25519:prime256v1:secp384r1"),
+    ((3, 5, 0), "X25519MLKEM768:X25519:prime256v1:secp384r1"),
+    ((3, 6, 1), "X25519MLKEM768:X25519:prime256v1:secp384r1"),
+    (None, "X25519:prime256v1:secp384r1"),  # unknown library: the groups every OpenSSL knows
+])
+def test_ecdh_curve_as_mozilla_emits_it_for_the_openssl(openssl, curves):
+    text = site(make_settings(DEPLOY_DOMAINS=["blog.example.com", "www.blog.example.com"]), NginxBuild((1, 22, 1), openssl)).text
+    assert text.count(f"ssl_ecdh_curve {curves};") == 2  # site + alias server
+
+
+# --- the domains header ------------------------------------------------------------------
+
+def test_served_domains_reads_back_the_header():
+    settings = make_settings(DEPLOY_DOMAINS=["blog.example.com", "www.blog.example.com"])
+    text = site(settings).text
+    assert "# pelican-https domains: blog.example.com www.blog.example.com\n" in text
+    assert served_domains(text) == ("blog.example.com", "www.blog.example.com")
+    assert served_domains("") == ()
+    assert served_domains("# Managed by pelican-https\nserver {\n}\n# pelican-https domains: late.example\n") == ()
+    assert served_domains(render_challenge_vhost(settings, ["new.example.com"]).text) == ()
+    assert served_domains(render_challenge_vhost(settings, ["new.example.com"], text).text) == settings.domains
+
+
+# --- the challenge-only vhost ------------------------------------------------------------
+
+def test_challenge_vhost_for_a_first_deploy_serves_only_the_challenge():
+    settings = make_settings(DEPLOY_DOMAINS=["blog.example.com", "www.blog.example.com"])
+    v = render_challenge_vhost(settings, settings.domains)
+    assert v.probe_host == "blog.example.com"
+    assert "ssl" not in v.text and "443" not in v.text and "default_server" not in v.text
+    assert "server_name blog.example.com www.blog.example.com;" in v.text
+    assert "location ^~ /.well-known/acme-challenge/ {\n        root /srv/www/blog.example.com/challenges;" in v.text
+    assert "location / {\n        return 404;\n    }" in v.text and "301" not in v.text
+    assert f"location = {v.probe_path} {{" in v.text
+
+
+def test_challenge_vhost_keeps_the_live_text_and_never_touches_its_tls_servers():
+    settings = make_settings()
+    live = site(settings)
+    v = render_challenge_vhost(settings, ["new.example.com"], live.text)
+    assert v.text.startswith(live.text)
+    assert v.probe_host == "new.example.com" and v.probe_path != live.probe_path
+    added = v.text[len(live.text):]
+    assert "server_name new.example.com;" in added and "ssl" not in added and "443" not in added
+    assert f"location = {v.probe_path} {{" in added and live.probe_path in v.text
+    with pytest.raises(ValueError, match="blog.example.com"):
+        render_challenge_vhost(settings, ["blog.example.com"], live.text)
+    with pytest.raises(SettingsError, match="refusing to write"):
+        render_challenge_vhost(settings, ["new.example.com; return 200"], live.text)
 
 
 # --- the TLS profile and the shape of the config ---------------------------------------
@@ -93,13 +182,13 @@ def test_mozilla_intermediate_profile():
     ((1, 27, 0), "listen *:443 ssl;", True),
 ])
 def test_http2_syntax_follows_the_nginx_version(version, listen, http2_on):
-    text = render_vhost(make_settings(), version, with_tls=True).text
+    text = site(make_settings(), NginxBuild(version, (3, 0, 2))).text
     assert listen in text and "listen [::]:443 " in text
     assert ("http2 on;" in text) == http2_on
 
 
 def test_listens_follow_deploy_listen():
-    text = render_vhost(make_settings(DEPLOY_LISTEN=["192.0.2.7", "[2001:db8::7]"]), (1, 22, 1), with_tls=True).text
+    text = site(make_settings(DEPLOY_LISTEN=["192.0.2.7", "[2001:db8::7]"])).text
     assert re.findall(r"listen (\S+):80;", text) == ["192.0.2.7", "[2001:db8::7]"]
     assert re.findall(r"listen (\S+):443 ", text) == ["192.0.2.7", "[2001:db8::7]"]
     assert "*:" not in text
@@ -124,12 +213,6 @@ def test_http_server_serves_the_challenge_and_redirects_the_rest():
     assert "return 301 https://blog.example.com$request_uri;" in alias_server
 
 
-def test_first_deploy_vhost_names_no_certificate():
-    text = render_case("http-only-nginx1.22-aliases").text
-    assert "ssl" not in text and "443" not in text
-    assert "/.well-known/acme-challenge/" in text
-
-
 def test_non_standard_https_port_is_kept_in_redirects():
     text = render_case("tls-nginx1.24-default-server-ports").text
     assert "return 301 https://blog.example.com:8443$request_uri;" in text
@@ -151,7 +234,7 @@ def test_hsts_on_every_tls_response_and_never_dropped_by_a_location():
      "max-age=63072000; includeSubDomains; preload"),
 ])
 def test_hsts_variants(values, header):
-    text = render_vhost(make_settings(**values), (1, 22, 1), with_tls=True).text
+    text = site(make_settings(**values)).text
     assert f'add_header Strict-Transport-Security "{header}" always;' in text
 
 
@@ -186,36 +269,41 @@ def test_preload_requirements_are_checked_and_explained(values, complaint):
 
 
 def test_site_server_caching_gzip_and_404():
-    site = render_case("tls-nginx1.22-one-domain").text.split("\nserver {")[2]
-    assert "expires 5m;" in site
-    assert "location ^~ /theme/ {\n        expires 30d;" in site
-    assert "gzip on;" in site and "text/css" in site and "application/atom+xml" in site
-    assert "error_page 404 /404.html;" in site and "location = /404.html {\n        internal;" in site
-    assert "root /srv/www/blog.example.com/current;" in site
+    block = render_case("tls-nginx1.22-one-domain").text.split("\nserver {")[2]
+    assert "expires 5m;" in block
+    assert "location ^~ /theme/ {\n        expires 30d;" in block
+    assert "gzip on;" in block and "text/css" in block and "application/atom+xml" in block
+    assert "error_page 404 /404.html;" in block and "location = /404.html {\n        internal;" in block
+    assert "root /srv/www/blog.example.com/current;" in block
+
+
+def test_a_release_without_404_html_gets_no_error_page():
+    """nginx would log an error for every 404 if the vhost pointed at a missing 404.html."""
+    text = render_case("tls-nginx1.22-no-404").text
+    assert "error_page" not in text and "404.html" not in text
 
 
 def test_the_vhost_names_the_certificate_folder_so_one_rename_switches_chain_and_key():
     settings = make_settings(DEPLOY_DOMAINS=["blog.example.com", "www.blog.example.com"])
-    one = render_vhost(settings, (1, 22, 1), with_tls=True, certificate_dir="/var/lib/p/tls/certs/one")
-    two = render_vhost(settings, (1, 22, 1), with_tls=True, certificate_dir="/var/lib/p/tls/certs/two")
+    one = site(settings, certificate_dir="/var/lib/p/tls/certs/one")
+    two = site(settings, certificate_dir="/var/lib/p/tls/certs/two")
     assert one.probe_path != two.probe_path  # a new certificate: new text, reload, new probe
     assert one.text.count("ssl_certificate /var/lib/p/tls/certs/one/fullchain.pem;") == 2
     assert one.text.count("ssl_certificate_key /var/lib/p/tls/certs/one/privkey.pem;") == 2
-    fallback = render_vhost(settings, (1, 22, 1), with_tls=True).text
-    assert "ssl_certificate /var/lib/pelican-https/blog.example.com/tls/live/fullchain.pem;" in fallback
     with pytest.raises(SettingsError, match="refusing to write"):
-        render_vhost(settings, (1, 22, 1), with_tls=True, certificate_dir="/var/lib/p/tls/certs/x;y")
+        site(settings, certificate_dir="/var/lib/p/tls/certs/x;y")
 
 
 def test_probe_path_names_the_exact_text():
     a = render_case("tls-nginx1.22-one-domain")
     b = render_case("tls-nginx1.22-one-domain")
-    c = render_vhost(make_settings(DEPLOY_HSTS_MAX_AGE=300), (1, 22, 1), with_tls=True)
+    c = render_vhost(make_settings(DEPLOY_HSTS_MAX_AGE=300), DEBIAN12, str(make_settings().tls_dir / "certs" / CERT_ID),
+                     error_page=True)
     assert a == b
     assert a.probe_path.startswith(PROBE_PREFIX) and f"location = {a.probe_path} {{" in a.text
+    assert a.probe_host == "blog.example.com" and a.vhost_id == a.probe_path.removeprefix(PROBE_PREFIX)
     assert c.probe_path != a.probe_path
-    assert render_case("http-only-nginx1.22-aliases").probe_path != render_vhost(
-        make_settings(DEPLOY_DOMAINS=["blog.example.com", "www.blog.example.com"]), (1, 22, 1), with_tls=True).probe_path
+    assert render_case("tls-nginx1.22-no-404").probe_path != a.probe_path
 
 
 # --- input cannot become config --------------------------------------------------------
@@ -265,7 +353,6 @@ def test_hostile_settings_are_refused_with_name_and_value(setting, value):
     ("domains", ("blog.example.com", "www.example.com { return 200; }")),
     ("listen_addresses", ("* default_server",)),
     ("remote_root", Path("/srv/www/a;b")),
-    ("state_dir", Path("/var/lib/$x")),
     ("hsts_max_age", "63072000; preload"),
     ("https_port", "443 default_server"),
     ("http_port", "80;"),
@@ -274,7 +361,7 @@ def test_renderer_refuses_values_that_bypassed_validation(field, value):
     """Defence in depth: a hand-built DeploySettings cannot smuggle a directive in either."""
     bad = make_settings()._replace(**{field: value})
     with pytest.raises(SettingsError, match="refusing to write"):
-        render_vhost(bad, (1, 22, 1), with_tls=True)
+        site(bad)
 
 
 @hsettings(max_examples=300, deadline=None)
@@ -284,18 +371,19 @@ def test_any_accepted_domain_is_a_plain_config_word(candidate):
         settings = make_settings(DEPLOY_DOMAINS=[candidate])
     except SettingsError:
         return
-    text = render_vhost(settings, (1, 25, 1), with_tls=True).text
+    text = site(settings, NginxBuild((1, 25, 1), (3, 0, 2))).text
     assert re.fullmatch(r"[a-z0-9.-]+", settings.canonical_domain)
     assert f"server_name {settings.canonical_domain};" in text
 
 
 # --- the real nginx accepts every variant ----------------------------------------------
 
-@pytest.mark.parametrize("name", [n for n in sorted(CASES) if CASES[n][1] < (1, 25, 1)])
+@pytest.mark.parametrize("name", [n for n in sorted(CASES) if CASES[n][1].version < (1, 25, 1)])
 def test_rendered_vhost_passes_real_nginx_t(name, tmp_path):
-    """nginx here is 1.22: variants for >= 1.25.1 (`http2 on;`) are covered by the golden files only."""
+    """nginx here is 1.22 with OpenSSL 3.0: variants for >= 1.25.1 (`http2 on;`) and OpenSSL 3.5
+    (X25519MLKEM768) are covered by the golden files only."""
     assert shutil.which(NGINX), "nginx must be installed (apt-get install nginx)"
-    values, version, with_tls = CASES[name]
+    values, build, kind = CASES[name]
     values = values | {"DEPLOY_REMOTE_ROOT": str(tmp_path / "www"), "DEPLOY_STATE_DIR": str(tmp_path / "state")}
     settings = make_settings(**values)
     certificate = tmp_path / "state" / "tls" / "certs" / CERT_ID
@@ -303,8 +391,13 @@ def test_rendered_vhost_passes_real_nginx_t(name, tmp_path):
     _self_signed(certificate / "fullchain.pem", certificate / "privkey.pem")
     (tmp_path / "conf").mkdir()
     (tmp_path / "logs").mkdir()
-    vhost = render_vhost(settings, version, with_tls=with_tls, certificate_dir=str(certificate))
-    (tmp_path / "conf" / "vhost.conf").write_text(vhost.text)
+    if kind == "challenge":
+        text = render_challenge_vhost(settings, settings.domains).text
+    else:
+        live = render_vhost(settings, build, str(certificate), error_page=kind == "site")
+        # ...and a challenge block for a name added later, after the live servers
+        text = render_challenge_vhost(settings, ["added.example.net"], live.text).text
+    (tmp_path / "conf" / "vhost.conf").write_text(text)
     (tmp_path / "conf" / "nginx.conf").write_text(f"""\
 pid {tmp_path}/logs/nginx.pid;
 error_log {tmp_path}/logs/error.log;
