@@ -16,7 +16,28 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from .errors import SettingsError
+from .errors import DeployError, SettingsError
+
+
+def _load_hostnames():
+    """pelican_https.hostnames, the host-name rules the plugin shares, without running the
+    ``pelican_https`` package's __init__: that imports Pelican (~0.35 s on every `fab` run) and
+    the plugin. Loaded by path from the sibling package and registered under its own name, so a
+    later ``import pelican_https.hostnames`` finds this same module."""
+    name = "pelican_https.hostnames"
+    if name in sys.modules:
+        return sys.modules[name]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "pelican_https" / "hostnames.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_hostnames = _load_hostnames()
+HostNameError, normalize_host = _hostnames.HostNameError, _hostnames.normalize_host
 
 ACME_DIRECTORIES = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
@@ -25,8 +46,9 @@ ACME_DIRECTORIES = {
 
 # Every setting with its default. ``None`` means "derived" (see ``_derive``) or "not used".
 DEFAULTS: dict[str, Any] = {
-    "DEPLOY_HOST": None,  # required: the server's SSH host name or address
-    "DEPLOY_PORT": 22,
+    "DEPLOY_HOST": None,  # the server's SSH host name or address (or DEPLOY_HOSTS for several)
+    "DEPLOY_HOSTS": None,  # several servers, one site: ["web1.example.com", "web2.example.com:2222", "[2001:db8::1]:22"]
+    "DEPLOY_PORT": 22,  # SSH port of DEPLOY_HOST, and of each DEPLOY_HOSTS entry that names none
     "DEPLOY_USER": None,  # required: the deploy user on the server
     "DEPLOY_SSH_KEY": None,  # private key file; None: ssh-agent and ~/.ssh/id_*
     "DEPLOY_KNOWN_HOSTS": "~/.ssh/known_hosts",
@@ -45,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "DEPLOY_KEY_TYPE": "ec-p256",  # the certificate's key: ec-p256, ec-p384, rsa2048, rsa3072, rsa4096
     "DEPLOY_ACME_EAB_KID": None,  # external account binding key id, for CAs that require one
     "DEPLOY_ACME_EAB_HMAC_KEY_ENV": None,  # name of the environment variable holding the EAB HMAC key
-    "DEPLOY_DNS_RESOLVER": None,  # DNS server ('ip' or 'ip:port') for the challenge pre-check; None: system resolver
+    "DEPLOY_DNS_RESOLVER": None,  # DNS server ('ip', 'ip:port' or '[ipv6]:port') for every lookup of a deploy; None: system resolver
     "DEPLOY_HTTP_PORT": 80,
     "DEPLOY_HTTPS_PORT": 443,
     "DEPLOY_NGINX": ["sudo", "-n", "/usr/sbin/nginx"],
@@ -59,7 +81,6 @@ DEFAULTS: dict[str, Any] = {
     "DEPLOY_VERIFY_CA": None,  # CA file to verify the served certificate; None: system store
 }
 
-_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s;,<>\"']+@[^@\s;,<>\"']+\.[^@\s;,<>\"']+$")
@@ -92,7 +113,7 @@ class DeploySettings(NamedTuple):
     dataclass: this module is imported before the deploy's SSH connection starts, and
     ``dataclasses`` costs ~10 ms of imports there."""
 
-    host: str
+    host: str  # the first of ``hosts``
     port: int
     user: str
     ssh_key: Path | None
@@ -126,10 +147,17 @@ class DeploySettings(NamedTuple):
     acme_eab_kid: str | None = None
     acme_eab_hmac_key: Secret | None = None
     dns_resolver: str | None = None
+    # every server of the site, in DEPLOY_HOSTS order; ((host, port),) for DEPLOY_HOST
+    hosts: tuple[tuple[str, int], ...] = ()
 
     @property
     def canonical_domain(self) -> str:
         return self.domains[0]
+
+    @property
+    def dns_server(self) -> tuple[str, int] | None:
+        """DEPLOY_DNS_RESOLVER as (address, port), port 53 when none is given; None: the system resolver."""
+        return None if self.dns_resolver is None else _split_host_port(self.dns_resolver, 53)
 
     @property
     def https_origin(self) -> str:
@@ -196,8 +224,29 @@ def read_settings_file(path: Path) -> dict[str, Any]:
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module  # as Pelican does, so later imports of it find this one
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(path.stem, None)
+        where = f"{exc.filename or path}, line {exc.lineno}" if exc.lineno else str(exc.filename or path)
+        raise SettingsError(f"settings file {where}: {exc.msg}; fix the Python syntax there") from None
+    except DeployError:  # the file asked the project for something (a rehearsal's sandbox): its own message
+        sys.modules.pop(path.stem, None)
+        raise
+    except Exception as exc:  # the file runs code: any error in it is the file's, told in one line
+        sys.modules.pop(path.stem, None)
+        raise SettingsError(f"settings file {_where(exc, path)}: {type(exc).__name__}: {exc}") from exc
     return {name: value for name, value in vars(module).items() if name.isupper()}
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """'file, line N' of the innermost frame in a file of the blog (the settings file or one it imports)."""
+    import traceback
+
+    folder = str(path.resolve().parent)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(folder)]
+    frame = frames[-1] if frames else None
+    return f"{frame.filename}, line {frame.lineno}" if frame else str(path)
 
 
 def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> DeploySettings:
@@ -208,7 +257,7 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
     values = {k: raw.get(k, d) for k, d in DEFAULTS.items()}
     base = base or Path.cwd()
 
-    host = _host("DEPLOY_HOST", values["DEPLOY_HOST"])
+    hosts = _hosts(values["DEPLOY_HOST"], values["DEPLOY_HOSTS"], _port("DEPLOY_PORT", values["DEPLOY_PORT"]))
     siteurl = raw.get("SITEURL") or ""
     domains = values["DEPLOY_DOMAINS"]
     if domains is None:
@@ -245,6 +294,9 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
     user = values["DEPLOY_USER"]
     if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
         raise SettingsError(f"DEPLOY_USER={user!r}: expected a Unix user name such as 'deploy'")
+    if user == "root":
+        raise SettingsError("DEPLOY_USER='root': the deploy never runs as root; expected a user of its own such as 'deploy' "
+                            "(fab server-setup prints what root sets up for it once)")
 
     verify_address = values["DEPLOY_VERIFY_ADDRESS"]
     if verify_address is not None:
@@ -258,17 +310,25 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
     if hsts_preload:
         _check_hsts_preload(hsts_max_age, hsts_include_subdomains, http_port, https_port)
 
+    remote_root = _remote_path("DEPLOY_REMOTE_ROOT", values["DEPLOY_REMOTE_ROOT"] or f"/srv/www/{site_name}")
+    state_dir = _remote_path("DEPLOY_STATE_DIR", values["DEPLOY_STATE_DIR"] or f"/var/lib/pelican-https/{site_name}")
+    if state_dir == remote_root or remote_root in state_dir.parents:
+        raise SettingsError(f"DEPLOY_STATE_DIR={str(state_dir)!r} is inside DEPLOY_REMOTE_ROOT={str(remote_root)!r}, the tree "
+                            "nginx serves: it holds the certificate key and ACME account keys; expected a folder outside it, "
+                            "such as the default /var/lib/pelican-https/<site>")
+
     return DeploySettings(
-        host=host,
-        port=_port("DEPLOY_PORT", values["DEPLOY_PORT"]),
+        host=hosts[0][0],
+        port=hosts[0][1],
+        hosts=hosts,
         user=user,
         ssh_key=_local_file("DEPLOY_SSH_KEY", values["DEPLOY_SSH_KEY"], base),
         known_hosts=_local_path("DEPLOY_KNOWN_HOSTS", values["DEPLOY_KNOWN_HOSTS"], base),
         domains=domains,
         site_name=site_name,
         output_path=output_path,
-        remote_root=_remote_path("DEPLOY_REMOTE_ROOT", values["DEPLOY_REMOTE_ROOT"] or f"/srv/www/{site_name}"),
-        state_dir=_remote_path("DEPLOY_STATE_DIR", values["DEPLOY_STATE_DIR"] or f"/var/lib/pelican-https/{site_name}"),
+        remote_root=remote_root,
+        state_dir=state_dir,
         keep_releases=_int("DEPLOY_KEEP_RELEASES", values["DEPLOY_KEEP_RELEASES"], 1, 1000),
         lock_timeout=_int("DEPLOY_LOCK_TIMEOUT", values["DEPLOY_LOCK_TIMEOUT"], 0, 86400),
         skip_unchanged=_bool("DEPLOY_SKIP_UNCHANGED", values["DEPLOY_SKIP_UNCHANGED"]),
@@ -291,17 +351,12 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
 
 
 def validate_domain(name: str, value: Any) -> str:
-    """Return the IDNA (ASCII) form of a domain, or fail: it ends up in nginx configs and CSRs."""
-    if not isinstance(value, str) or not value or value != value.strip():
-        raise SettingsError(f"{name}: {value!r} is not a domain name; expected e.g. 'blog.example.com'")
+    """Return the ASCII form of a domain (IDNA 2008, the rules the plugin shares), or fail: it ends
+    up in nginx configs and CSRs. No IP addresses, wildcards or underscores: CAs certify names."""
     try:
-        ascii_name = value.rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError as exc:
-        raise SettingsError(f"{name}: {value!r} is not a valid domain name ({exc}); expected e.g. 'blog.example.com'") from exc
-    labels = ascii_name.split(".")
-    if len(labels) < 2 or len(ascii_name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        raise SettingsError(f"{name}: {value!r} is not a valid domain name; expected dot-separated labels of letters, digits and '-', e.g. 'blog.example.com' (no wildcards, spaces or punctuation)")
-    return ascii_name
+        return normalize_host(name, value)
+    except HostNameError as exc:
+        raise SettingsError(f"{exc} (not a valid domain name)") from None
 
 
 def _host(name: str, value: Any) -> str:
@@ -313,6 +368,58 @@ def _host(name: str, value: Any) -> str:
         if re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value) and ".." not in value:
             return value
     raise SettingsError(f"{name}={value!r}: expected a host name or IP address such as 'blog.example.com' or '203.0.113.5'")
+
+
+def _hosts(host: Any, hosts: Any, default_port: int) -> tuple[tuple[str, int], ...]:
+    """DEPLOY_HOST (one server) or DEPLOY_HOSTS (several, each 'name', 'name:port' or '[v6]:port')."""
+    if hosts is None:
+        if host is None:
+            raise SettingsError("DEPLOY_HOST=None: expected a host name or IP address such as 'blog.example.com' or "
+                                "'203.0.113.5' (or DEPLOY_HOSTS = [...] for several servers)")
+        return ((_host("DEPLOY_HOST", host), default_port),)
+    if host is not None:
+        raise SettingsError(f"DEPLOY_HOST={host!r} and DEPLOY_HOSTS={hosts!r} are both set; expected one of them: "
+                            "DEPLOY_HOST for one server, or DEPLOY_HOSTS listing every server (put the first one there too)")
+    expected = "a non-empty list such as ['web1.example.com', 'web2.example.com:2222', '[2001:db8::1]:22']"
+    if isinstance(hosts, str) or not isinstance(hosts, (list, tuple)) or not hosts:
+        raise SettingsError(f"DEPLOY_HOSTS={hosts!r}: expected {expected}")
+    result: list[tuple[str, int]] = []
+    for entry in hosts:
+        if not isinstance(entry, str):
+            raise SettingsError(f"DEPLOY_HOSTS: {entry!r} is not a host; expected {expected}")
+        try:
+            name, port = _split_host_port(entry, default_port)
+        except ValueError as exc:
+            raise SettingsError(f"DEPLOY_HOSTS: {entry!r} has {exc}; expected 'name', 'name:port' or '[ipv6]:port' "
+                                "with a port from 1 to 65535") from None
+        pair = (_host("DEPLOY_HOSTS", name).lower(), port)
+        if pair in result:
+            raise SettingsError(f"DEPLOY_HOSTS: {entry!r} is listed twice (as {pair[0]} port {pair[1]}); expected each server once")
+        result.append(pair)
+    return tuple(result)
+
+
+def _split_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', 'ipv4:port', '[ipv6]' or '[ipv6]:port'; a bare IPv6 address has no port."""
+    if value.startswith("["):
+        address, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("an unclosed '[' or text after ']'")
+        port_text = rest[1:] if rest else None
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise ValueError(f"{address!r} in brackets, which is not an IPv6 address") from None
+        host = address
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    else:
+        host, port_text = value, None  # a name, an IPv4 address or a bare IPv6 address
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"a bad port {port_text!r}")
+    return host, int(port_text)
 
 
 def _listen_addresses(value: Any) -> tuple[str, ...]:
@@ -380,14 +487,15 @@ def _certificate_options(values: dict[str, Any]) -> dict[str, Any]:
                                 f"{'not set' if not hmac_key else 'not a base64url key'}; expected the HMAC key your CA gave you (base64url)")
     resolver = values["DEPLOY_DNS_RESOLVER"]
     if resolver is not None:
-        address, _, port = resolver.rpartition(":") if isinstance(resolver, str) and resolver.count(":") == 1 else (resolver, "", "")
+        # A string only: ipaddress takes the number 123 for 0.0.0.123.
         try:
-            ipaddress.ip_address(address)
-            if port and not 1 <= int(port) <= 65535:
-                raise ValueError(port)
-        except (ValueError, TypeError):
-            raise SettingsError(f"DEPLOY_DNS_RESOLVER={resolver!r}: expected a DNS server's IP address, optionally with a port "
-                                "('1.1.1.1', '127.0.0.1:8053'), or None for the system resolver") from None
+            if not isinstance(resolver, str):
+                raise ValueError(resolver)
+            ipaddress.ip_address(_split_host_port(resolver, 53)[0])
+        except ValueError:
+            raise SettingsError(f"DEPLOY_DNS_RESOLVER={resolver!r}: expected a DNS server's IP address as a string, optionally "
+                                "with a port ('1.1.1.1', '127.0.0.1:8053', '2606:4700:4700::1111', '[2001:db8::53]:8053'), "
+                                "or None for the system resolver") from None
     return {"key_type": key_type, "acme_profile": profile, "acme_eab_kid": kid,
             "acme_eab_hmac_key": Secret(hmac_key) if hmac_key else None,
             "dns_resolver": resolver}
@@ -426,7 +534,14 @@ def _local_file(name: str, value: Any, base: Path) -> Path | None:
 
 
 def _remote_path(name: str, value: Any) -> PurePosixPath:
-    # These paths reach shell commands (quoted) and the nginx config: allow only plain characters.
-    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or "/../" in value + "/" or value.rstrip("/") == "":
-        raise SettingsError(f"{name}={value!r}: expected an absolute path of letters, digits and . _ - / @ + (no spaces, quotes or '..')")
+    # These paths reach shell commands (quoted) and the nginx config: allow only plain characters,
+    # and no '.' or '..' segment (the server would resolve them; the deploy compares paths as written).
+    expected = "expected an absolute path of letters, digits and . _ - / @ + (no spaces, quotes, '.' or '..' segments), such as '/srv/www/blog'"
+    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value) or value.rstrip("/") == "":
+        raise SettingsError(f"{name}={value!r}: {expected}")
+    segments = value.rstrip("/").split("/")[1:]
+    if any(segment in (".", "..") for segment in segments):
+        raise SettingsError(f"{name}={value!r}: a '.' or '..' segment; {expected}")
+    if "" in segments:
+        raise SettingsError(f"{name}={value!r}: an empty segment ('//'); {expected}")
     return PurePosixPath(value)
