@@ -223,8 +223,11 @@ _CAUSES = {
                    "firewall-cmd --add-service=http --permanent, or your cloud provider's security group"),
     "caa": ("a CAA DNS record for the domain forbids this CA to issue",
             "add a CAA record allowing the CA (e.g. 0 issue \"letsencrypt.org\") or remove the restriction"),
-    "rejectedIdentifier": ("the CA will not issue for this name (policy, or a name it cannot validate)",
-                           "check DEPLOY_DOMAINS for typos or names you do not control"),
+    "rejectedIdentifier": ("the CA will not issue for a name in DEPLOY_DOMAINS (its message above says which): a typo, a name "
+                           "that is not under a public suffix (.local, .internal, .test, .example, .lan), an IP address, "
+                           "or a name on the CA's block list",
+                           "check each name in DEPLOY_DOMAINS: spelled as registered, under a real top-level domain, and "
+                           "yours (whois / your DNS provider); remove or correct the one named above and deploy again"),
     "externalAccountRequired": ("this CA requires external account binding",
                                 "set DEPLOY_ACME_EAB_KID and DEPLOY_ACME_EAB_HMAC_KEY_ENV with the values from your CA"),
     "unauthorizedAccount": ("the account is not allowed this action", "check the account or EAB credentials"),
@@ -245,18 +248,59 @@ def problem_code(error: messages.Error) -> str:
 
 
 def explain(error: messages.Error, now: dt.datetime | None = None) -> str:
-    """The CA's problem detail, then the likely cause and the fix (and when to retry, for rate limits)."""
+    """The CA's problem detail, then the likely cause and the fix (and when to retry, for rate limits).
+
+    A problem about one of the user's own names (rejectedIdentifier, caa, unauthorized, dns, ...,
+    also inside a compound problem's subproblems, or a ``malformed`` whose detail names a domain)
+    says what to check about that name: it is the user's to fix, not a bug to report.
+    """
     now = now or dt.datetime.now(dt.timezone.utc)
     code = problem_code(error)
     text = f"{error.detail or error.title or code} [{code}]"
-    for sub in getattr(error, "subproblems", None) or ():
+    subproblems = list(getattr(error, "subproblems", None) or ())
+    for sub in subproblems:
         ident = getattr(getattr(sub, "identifier", None), "value", "")
-        text += f"; {ident}: {sub.detail}"
+        text += f"; {ident}: {sub.detail}" + (f" [{problem_code(sub)}]" if sub.typ else "")
     if code == "rateLimited":
         retry = getattr(error, "retry_after", None)
         if retry:
             text += f"; the CA allows a retry after {retry_after_time(retry, now, dt.timedelta(0)):%Y-%m-%d %H:%M:%S} UTC"
-    cause, fix = _CAUSES.get(code, ("", ""))
+    cause, fix = _cause(code, error, subproblems)
     if cause:
         text += f". Likely cause: {cause}. Fix: {fix}"
     return text
+
+
+# A CA's detail that is about a name the user asked for (Boulder: "Cannot issue for ...", "Domain
+# name ...", "Invalid identifiers requested", "... is not a valid domain"; Pebble: "policy forbids").
+_ABOUT_A_NAME = ("cannot issue for", "domain name", "identifier", "public suffix", "not a valid domain", "policy forbids",
+                 "blocked")
+
+
+def _cause(code: str, error: messages.Error, subproblems: list) -> tuple[str, str]:
+    if code == "compound" or (code == "malformed" and subproblems):
+        # The order failed for several names: the first subproblem with a known code tells what to check.
+        for sub in subproblems:
+            if problem_code(sub) in _CAUSES and problem_code(sub) != "malformed":
+                return _CAUSES[problem_code(sub)]
+        code = "rejectedIdentifier" if subproblems else code
+    if code == "malformed" and any(words in (error.detail or "").lower() for words in _ABOUT_A_NAME):
+        return _CAUSES["rejectedIdentifier"]
+    return _CAUSES.get(code, ("", ""))
+
+
+def pending_http01(session: Session, order: messages.OrderResource) -> list[tuple]:
+    """(authorization, challenge, response, token, key authorization) for each authorization still
+    pending (RFC 8555 7.1.4: a valid one is already held by the account)."""
+    from acme import challenges
+
+    pending = []
+    for authz in order.authorizations:
+        if authz.body.status == messages.STATUS_VALID:
+            continue
+        challb = next((c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
+        if challb is None:
+            raise CertificateError(f"the CA offers no HTTP-01 challenge for {authz.body.identifier.value}")
+        response, validation = challb.response_and_validation(session.net.key)
+        pending.append((authz, challb, response, challb.chall.encode("token"), validation))
+    return pending
