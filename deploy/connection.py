@@ -1,200 +1,196 @@
-"""SSH to the server with strict host-key checking, and run commands given as argument lists.
+"""SSH to the servers: one Fabric connection per host, strict host keys, and the server's scripts.
 
-Fabric 3 trusts any host key by default; we load known_hosts and reject unknown keys before
-connecting, so a changed or unknown key stops the deploy before anything is sent.
-Commands are built as lists and joined with ``shlex.join``: no setting or file name ever
-reaches the remote shell unquoted.
+Every stage talks to a server through the ``Server`` it is given (a Fabric ``Connection``, so
+paramiko underneath): the lock, the upload, the scripts, the certificate files. The rules for
+host keys and the key file are enforced here, once, identically for every task. Several hosts
+form a ``Servers`` group (Fabric's ``ThreadingGroup``): a stage runs on all of them at once and
+the caller decides on the whole ``GroupResult``.
+
+What runs on a server is a file of ``deploy/scripts/`` run as ``sh -c <script> <name> ARGS``:
+the script text is the package's own, every value an argument quoted by ``shlex.join``.
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
-import threading
-import time
-from typing import IO, Sequence
+import stat
+from importlib import resources
+from pathlib import Path
+from typing import Callable
 
 import paramiko
-from fabric import Config, Connection
+from fabric import Config, Connection, ThreadingGroup
+from fabric.exceptions import GroupException
 
-from .errors import ConnectionFailed, RemoteCommandFailed
+from .errors import ConnectionFailed, DeployError, RemoteCommandFailed
+from .known_hosts import is_revoked, read_known_hosts
 from .settings import DeploySettings
 
+log = logging.getLogger("pelican_https.deploy")
 
-def connect(settings: DeploySettings) -> Connection:
-    """Open an SSH connection that refuses any host key not in DEPLOY_KNOWN_HOSTS."""
-    if not settings.known_hosts.is_file():
-        raise ConnectionFailed(
-            f"DEPLOY_KNOWN_HOSTS={str(settings.known_hosts)!r} does not exist. Add the server's key first, "
-            f"checking its fingerprint: ssh-keyscan -p {settings.port} {settings.host} >> {settings.known_hosts}"
-        )
-    connect_kwargs = {"look_for_keys": settings.ssh_key is None, "allow_agent": settings.ssh_key is None}
-    if settings.ssh_key is not None:
-        connect_kwargs["key_filename"] = [str(settings.ssh_key)]
-    # in_stream=False: never read local stdin (CI has none, pytest captures it).
-    config = Config(overrides={"run": {"in_stream": False, "hide": True}, "load_ssh_configs": False})
-    conn = Connection(settings.host, user=settings.user, port=settings.port, config=config,
-                      connect_kwargs=connect_kwargs, connect_timeout=15)
-    conn.client.load_host_keys(str(settings.known_hosts))
-    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    where = f"{settings.user}@{settings.host}:{settings.port}"
+Input = bytes | Callable[[Callable[[bytes], None]], None] | None  # bytes, or a writer handed sendall
+
+CONNECT_TIMEOUT = 15  # seconds
+KEEPALIVE = 15  # seconds between SSH keepalives: a vanished network is noticed
+# A script given input always reads it to the end (the wrapper drains what the script left): the
+# session then never ends while we are still sending, and our EOF never meets a closed channel.
+_DRAIN = 'script=$1; shift; sh -c "$script" "$@"; status=$?; cat > /dev/null; exit "$status"'
+
+
+def script_text(name: str) -> str:
+    return resources.files("deploy").joinpath("scripts", name + ".sh").read_text()
+
+
+class Server(Connection):
+    """One host of the site: a Fabric connection that runs the project's scripts."""
+
+    def __init__(self, host: str, port: int, settings: DeploySettings):
+        connect_kwargs = {"look_for_keys": settings.ssh_key is None, "allow_agent": settings.ssh_key is None}
+        if settings.ssh_key is not None:
+            connect_kwargs["key_filename"] = [str(settings.ssh_key)]
+        config = Config(overrides={"run": {"in_stream": False, "hide": True}, "load_ssh_configs": False})
+        super().__init__(host, user=settings.user, port=port, config=config, connect_kwargs=connect_kwargs,
+                         connect_timeout=CONNECT_TIMEOUT)
+        self.name = host if port == 22 else f"{host}:{port}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def address(self) -> str:
+        """The address this connection reached (the host's own address, for checks from outside)."""
+        return self.client.get_transport().getpeername()[0]
+
+    def call(self, func: Callable, *args):
+        """``func(self, *args)``: lets Fabric's groups run any stage function on each host."""
+        return func(self, *args)
+
+    def script(self, name: str, *args: str, stdin: Input = None, what: str = "") -> bytes:
+        """Run ``deploy/scripts/<name>.sh`` with ``args``; return its stdout, or raise with its stderr."""
+        status, out, err = self.script_status(name, *args, stdin=stdin)
+        if status != 0:
+            raise RemoteCommandFailed(f"{what or name} failed on {self} (exit {status}): "
+                                      f"{(err or out).decode('utf-8', 'replace').strip()[:2000]}", status)
+        return out
+
+    def script_status(self, name: str, *args: str, stdin: Input = None) -> tuple[int, bytes, bytes]:
+        """Run a script; return (exit status, stdout, stderr) whatever the status."""
+        text = script_text(name)
+        if stdin is None:
+            command = shlex.join(["sh", "-c", text, name, *args]) + " < /dev/null"
+        else:
+            command = shlex.join(["sh", "-c", _DRAIN, "sh", text, name, *args])
+        channel = self.open_channel()
+        try:
+            channel.exec_command(command)
+            if callable(stdin):  # a writer: it is handed the channel's sendall
+                stdin(channel.sendall)
+            elif stdin is not None:
+                channel.sendall(stdin)
+            if stdin is not None:
+                channel.shutdown_write()
+            out = channel.makefile("rb").read()
+            err = channel.makefile_stderr("rb").read()
+            status = channel.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionFailed(f"the SSH connection to {self} broke while running {name}: {exc}") from exc
+        finally:
+            channel.close()
+        return status, out, err
+
+    def open_channel(self) -> paramiko.Channel:
+        return self.client.get_transport().open_session()
+
+
+def _open_strictly(server: Server, settings: DeploySettings) -> Server:
+    """Open one connection that refuses any host key not in DEPLOY_KNOWN_HOSTS."""
+    where = f"{settings.user}@{server}"
+    known = read_known_hosts(settings.known_hosts)
+    server.client._host_keys = known.host_keys  # (paramiko's own loader stops at lines it cannot parse)
+    server.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    scan = f"ssh-keyscan -p {server.port} {server.host} >> {settings.known_hosts}"
     try:
-        conn.open()
+        server.open()
     except paramiko.BadHostKeyException as exc:
         raise ConnectionFailed(
-            f"the host key of {where} does not match DEPLOY_KNOWN_HOSTS ({settings.known_hosts}): "
-            "the server was reinstalled, or someone is in the middle. Nothing was changed on the server. "
-            "Check the new key's fingerprint out of band, then replace its line in known_hosts."
-        ) from exc
+            f"the host key of {where} does not match DEPLOY_KNOWN_HOSTS ({settings.known_hosts}): the server was "
+            "reinstalled, or someone is in the middle. Nothing was changed on the server. Check the new key's "
+            "fingerprint out of band, then replace its line in known_hosts.") from exc
     except paramiko.SSHException as exc:
+        presented = server.client.get_transport() and server.client.get_transport().get_remote_server_key()
+        if presented is not None and is_revoked(presented, known.revoked):
+            raise ConnectionFailed(f"the host key of {where} is marked @revoked in DEPLOY_KNOWN_HOSTS "
+                                   f"({settings.known_hosts}): refused. Nothing was changed on the server.") from exc
         if "not found in known_hosts" in str(exc):
             raise ConnectionFailed(
                 f"{where} is not in DEPLOY_KNOWN_HOSTS ({settings.known_hosts}); unknown host keys are never accepted. "
-                f"Nothing was changed on the server. Add it after checking its fingerprint: "
-                f"ssh-keyscan -p {settings.port} {settings.host} >> {settings.known_hosts}"
-            ) from exc
-        raise ConnectionFailed(f"SSH to {where} failed: {exc}. Check DEPLOY_USER, DEPLOY_SSH_KEY and that the key is in the user's authorized_keys.") from exc
+                f"Nothing was changed on the server. Add it after checking its fingerprint: {scan}") from exc
+        raise ConnectionFailed(f"SSH to {where} failed: {exc}. Check DEPLOY_USER, DEPLOY_SSH_KEY and that the key is "
+                               "in the user's authorized_keys. Nothing was changed on the server.") from exc
     except OSError as exc:
-        raise ConnectionFailed(f"cannot reach {where}: {exc}. Check DEPLOY_HOST and DEPLOY_PORT and that sshd runs.") from exc
-    # Nagle's algorithm + delayed ACKs cost ~40 ms per command (measured: 56 ms -> 13 ms per exec).
-    conn.client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return conn
+        raise ConnectionFailed(f"cannot reach {where}: {exc}. Check the host name and port and that sshd runs there. "
+                               "Nothing was changed on the server.") from exc
+    transport = server.client.get_transport()
+    transport.set_keepalive(KEEPALIVE)
+    # Nagle's algorithm with delayed ACKs adds ~40 ms to every short command.
+    transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return server
 
 
-def run(conn: Connection, argv: Sequence[str], *, stdin: IO[bytes] | None = None, what: str = "") -> str:
-    """Run one command (an argument list) on the server; return its stdout or raise with its stderr."""
-    return shell(conn, shlex.join(argv), stdin=stdin, what=what or argv[0])
-
-
-def shell(conn: Connection, script: str, *, stdin: IO[bytes] | None = None, what: str = "") -> str:
-    """Run a shell script built only from quoted parts; ``sh -c`` keeps it independent of the login shell."""
-    # The session must not end before our EOF arrives. paramiko sends the EOF after releasing the
-    # channel's lock: if sshd's close of a finished command is answered meanwhile, sshd meets an
-    # EOF for a channel it no longer has and drops the whole connection, killing every other
-    # session on it (seen: read_state cut off with exit -1 while `nginx -v` ran beside it, with
-    # another thread holding the GIL). So without input no EOF is sent (stdin is /dev/null), and
-    # with input the script's unread rest is drained before the session can end.
-    if stdin is None:
-        script = "exec </dev/null\n" + script
-    else:
-        script = f"(\n{script}\n)\nstatus=$?; cat >/dev/null; exit $status"
-    channel = conn.client.get_transport().open_session()
+def check_key_file(path: Path | None) -> None:
+    """OpenSSH's rule, for every task alike: a private key others can read is refused."""
+    if path is None:
+        return
     try:
-        channel.exec_command(shlex.join(["sh", "-c", script]))
-        if stdin is not None:
-            while chunk := stdin.read(1 << 20):
-                channel.sendall(chunk)
-            channel.shutdown_write()
-        out, err = _drain(channel)
-        status = channel.recv_exit_status()
-    finally:
-        channel.close()
-    if status != 0:
-        raise RemoteCommandFailed(f"{what or 'a command'} failed on the server (exit {status}): {err.strip() or out.strip()}")
-    return out
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConnectionFailed(f"DEPLOY_SSH_KEY={str(path)!r} cannot be read: {exc}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConnectionFailed(f"DEPLOY_SSH_KEY={str(path)!r} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+                               f"a private key must be private: chmod 600 {path}")
 
 
-def _drain(channel: paramiko.Channel) -> tuple[str, str]:
-    """Both output streams, to the channel's EOF. Not to the exit status: sshd may send that
-    before the last of the output (seen with several sessions at once on a busy machine)."""
-    out, err = bytearray(), bytearray()
-    while True:
-        if channel.recv_ready():
-            out += channel.recv(1 << 16)
-        elif channel.recv_stderr_ready():
-            err += channel.recv_stderr(1 << 16)
-        elif channel.eof_received or channel.closed:
-            break
-        elif channel.exit_status_ready():
-            time.sleep(0.001)  # the EOF is on its way
-        else:
-            channel.status_event.wait(0.01)  # set by the exit status (or the channel's close)
-    # Anything that arrived together with the EOF.
-    while channel.recv_ready():
-        out += channel.recv(1 << 16)
-    while channel.recv_stderr_ready():
-        err += channel.recv_stderr(1 << 16)
-    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+class Servers(ThreadingGroup):
+    """The site's hosts, in DEPLOY_HOSTS order. ``each`` runs a stage on all of them at once."""
 
-
-class ChannelShell:
-    """The deploy lock's shell on a session of an open connection (``Remote``'s interface for the lock).
-
-    A deploy without an upload (``fab renew``) needs no OpenSSH connection: the lock shell runs
-    on a session of the Fabric connection the stages use, and one SSH handshake (~0.15-0.3 s) is
-    saved. Same semantics: the shell holds the lock until its stdin closes, which happens on
-    ``close`` or when this process dies (the kernel closes the TCP connection, sshd the session).
-    """
-
-    def __init__(self, conn: Connection, settings: DeploySettings):
-        self.conn = conn
-        self.where = f"{settings.user}@{settings.host}:{settings.port}"
-        self.master: _ChannelProcess | None = None
-
-    def start_master(self, script: str) -> "_ChannelProcess":
-        channel = self.conn.client.get_transport().open_session()
-        channel.exec_command(shlex.join(["sh", "-c", script]))
-        self.master = _ChannelProcess(channel)
-        return self.master
-
-    def close(self) -> None:
-        if self.master is not None:
-            self.master.stdin.close()
-            self.master = None
-
-
-class _ChannelProcess:
-    """A session channel shaped like the parts of ``subprocess.Popen`` the lock reads and writes."""
-
-    def __init__(self, channel: paramiko.Channel):
-        self.channel = channel
-        self.stdin = _ChannelStdin(channel)
-        self.stdout = _ChannelReader(channel.recv)
-        self.stderr = _ChannelReader(channel.recv_stderr)
-
-    def wait(self) -> int:
-        status = self.channel.recv_exit_status()
-        return 255 if status == -1 else status  # -1: the connection closed without a status
-
-
-class _ChannelStdin:
-    def __init__(self, channel: paramiko.Channel):
-        self.channel, self.closed = channel, False
-        self._lock = threading.Lock()
-
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            raise BrokenPipeError("the lock shell's input is closed")
+    def each(self, func: Callable, *args):
+        """``func(server, *args)`` on every host in parallel (Fabric's threads): the GroupResult,
+        with each host's return value or exception; never raises for a host's failure."""
         try:
-            self.channel.sendall(data)
-        except OSError as exc:
-            raise BrokenPipeError(str(exc)) from exc
+            return self._do("call", func, *args)
+        except GroupException as exc:
+            return exc.result
 
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        with self._lock:
-            if not self.closed:
-                self.closed = True
-                try:
-                    self.channel.shutdown_write()
-                except (OSError, EOFError):
-                    pass  # the connection is gone: sshd ends the session, the lock shell exits
+    def each_or_raise(self, func: Callable, *args, stage: str) -> dict:
+        """Like ``each``, then raise one error naming every host that failed (the first's type)."""
+        result = self.each(func, *args)
+        failed = result.failed
+        if failed:
+            raise group_error(failed, stage)
+        return {server: result[server] for server in self}
 
 
-class _ChannelReader:
-    def __init__(self, recv):
-        self.recv = recv
+def group_error(failed: dict, stage: str) -> DeployError:
+    """One error for the hosts that failed a stage: the host's own error when one failed, else
+    one line per host (of the errors' common type when they share one)."""
+    errors = list(failed.values())
+    if len(errors) == 1 and isinstance(errors[0], DeployError):
+        return errors[0]
+    lines = "\n".join(f"  {server}: {exc}" for server, exc in failed.items())
+    kind = type(errors[0]) if all(type(e) is type(errors[0]) for e in errors) and isinstance(errors[0], DeployError) else DeployError
+    return kind(f"{stage} failed on {len(failed)} host(s):\n{lines}")
 
-    def read1(self, size: int = 1 << 16) -> bytes:
-        try:
-            return self.recv(size)
-        except (OSError, EOFError):
-            return b""
 
-    def read(self) -> bytes:
-        data = bytearray()
-        while chunk := self.read1():
-            data += chunk
-        return bytes(data)
+def connect_all(settings: DeploySettings) -> Servers:
+    """Connect to every host at once; if any cannot be reached, close the others and raise naming it:
+    nothing has been changed anywhere yet."""
+    check_key_file(settings.ssh_key)
+    hosts = getattr(settings, "hosts", None) or ((settings.host, settings.port),)
+    servers = Servers.from_connections([Server(host, port, settings) for host, port in hosts])
+    result = servers.each(_open_strictly, settings)
+    if result.failed:
+        servers.close()
+        raise group_error(result.failed, "connecting")
+    return servers

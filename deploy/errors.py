@@ -18,7 +18,11 @@ class ConnectionFailed(DeployError):
 
 
 class RemoteCommandFailed(DeployError):
-    """A command on the server exited non-zero."""
+    """A command on the server exited non-zero (``status``: its exit status)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class UploadError(DeployError):

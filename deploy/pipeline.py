@@ -1,9 +1,12 @@
-"""The deploy, stage by stage. Each stage lives in its own module; this file only orders them.
+"""The deploy, stage by stage: prepare on every host, then commit on every host, or on none.
 
-Order matters for "nothing lost": the release is uploaded but not live; the certificate is
-obtained and staged but not live; the vhost and certificate go live together behind
-`nginx -t`; only then does `current` switch to the new release; then the site is checked
-from outside. A failure at any step leaves the live site and certificate as they were.
+Preparing changes nothing a visitor of the live names can see: the release is built and checked
+under ``releases/``; the certificate is chosen for the group, or ordered once and staged on
+every host; the new vhost is checked with ``nginx -t`` without going live. Then one commit per
+host makes certificate, vhost and release live together with one reload, and the site is
+verified from outside on every host. A failed commit or verification puts every host back.
+Pruning comes only after a verified commit. Each stage lives in its own module; this one only
+orders them.
 """
 
 from __future__ import annotations
@@ -11,128 +14,202 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
-from . import certificates, lock, nginx, verify
-from .connection import ChannelShell, connect
+from . import certificates, lock, nginx, releases, state as host_state, upload, verify
+from .connection import Server, Servers, connect_all
+from .errors import DeployError, VerificationFailed
+from .releases import Change
+from .renewal import Installed
 from .settings import DeploySettings
-
-# The upload's modules (upload, manifest, remote: ~40 ms of imports) are imported where a
-# release is sent or listed: `fab renew` never needs them.
+from .vhost import render_vhost
 
 log = logging.getLogger("pelican_https.deploy")
 
 
-@dataclass(frozen=True)
-class DeployResult:
+class DeployResult(NamedTuple):
     release_id: str
     certificate_action: str
     certificate_reason: str
     serial: int
     not_after: dt.datetime
     url: str
+    hosts: tuple[str, ...]
 
 
-def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: bool = False) -> DeployResult:
-    # The lock is held from here to the end (all stages). With an upload, the lock and the
-    # upload use their own OpenSSH connection (deploy/remote.py): the lock shell opens it, in
-    # parallel with Fabric's connection for the other stages, while the output is hashed.
-    # Without an upload (`fab renew`), the lock shell runs on a session of Fabric's connection
-    # instead: one SSH handshake fewer.
-    def take_lock(remote, probe_script: str = "") -> lock.DeployLock:
-        return lock.DeployLock(remote, settings, probe_script=probe_script,
-                               on_wait=lambda holder: log.info("waiting up to %d s for the deploy lock held by %s",
-                                                               settings.lock_timeout, holder))
-    if not upload_site:
-        conn = connect(settings)
+class Progress:
+    """What the task layer shows and needs to know when interrupted: the stage now running, and
+    whether the live site may have changed (the commit started). ``sent`` reports upload bytes."""
+
+    def __init__(self, sent: Callable[[str, int], None] | None = None):
+        self.stage, self.committing, self.sent = "connecting", False, sent
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+
+
+def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: bool = False,
+           progress: Progress | None = None) -> DeployResult:
+    progress = progress or Progress()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan") as pool:
+        scanned = pool.submit(upload.scan, settings) if upload_site else None  # hashing while SSH connects
+        servers = connect_all(settings)
         try:
-            deploy_lock = take_lock(ChannelShell(conn, settings))
-            with deploy_lock:
-                return _deploy_locked(conn, deploy_lock, settings, None, force_renew)
+            with hold(servers, settings, progress):
+                states = read_states(servers, settings, progress)
+                return _deploy_locked(servers, states, settings, scanned and scanned.result(), force_renew, progress)
         finally:
-            conn.close()
-    from . import upload
-    from .remote import Remote
+            servers.close()
 
-    local = upload.start_scan(settings)
-    remote = Remote(settings)
+
+def hold(servers: Servers, settings: DeploySettings, progress: Progress):
+    progress.enter("taking the deploy lock")
+    return lock.hold(servers, settings, lambda host, holder: log.info(
+        "[%s] waiting up to %d s for the deploy lock held by %s", host, settings.lock_timeout, holder))
+
+
+def read_states(servers: Servers, settings: DeploySettings, progress: Progress) -> dict[Server, host_state.HostState]:
+    """Every host's state; first, what an interrupted deploy left pending is undone."""
+    progress.enter("reading the servers' state")
+    states = servers.each_or_raise(host_state.read, settings, stage="reading the server's state")
+    pending = [s for s, st in states.items() if st.journal or st.order_pending]
+    if pending:
+        log.warning("an earlier deploy was interrupted on %s: putting back what it left half done",
+                    ", ".join(map(str, pending)))
+        group = Servers.from_connections(pending)
+        group.each_or_raise(lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file), *settings.nginx),
+                            stage="closing an earlier challenge path")
+        failed = {s: e for s, e in releases.undo(group, settings).items() if e is not None}
+        if failed:
+            raise DeployError("could not undo an earlier interrupted deploy: " + "; ".join(f"{s}: {e}" for s, e in failed.items()))
+        states = servers.each_or_raise(host_state.read, settings, stage="reading the server's state")
+    for server, st in states.items():
+        if not st.current_is_link:
+            raise DeployError(f"{settings.current_link} on {server} is a folder, not the symlink pelican-https switches: "
+                              "move it away (e.g. into releases/), then deploy again. Nothing was changed.")
+    return states
+
+
+def _deploy_locked(servers: Servers, states: dict, settings: DeploySettings, local, force: bool,
+                   progress: Progress) -> DeployResult:
+    release_id = ""
+    if local is not None:
+        release_id = _upload(servers, states, settings, local, progress)
     try:
-        deploy_lock = take_lock(remote, upload.probe_script(settings))
-        conn = connect(settings)
-        try:
-            with deploy_lock:
-                return _deploy_locked(conn, deploy_lock, settings, local, force_renew)
-        finally:
-            conn.close()
-    finally:
-        remote.close()
+        progress.enter("the certificate")
+        cert, decision = _certificate(servers, states, settings, force)
+        progress.enter("testing the nginx vhost")
+        changes = _changes(servers, states, settings, local, release_id, cert)
+    except BaseException:
+        if release_id:
+            servers.each(upload.abort, settings, release_id)
+        raise
+    _commit_and_verify(servers, settings, changes, cert, progress)
+    return DeployResult(release_id, decision.action, decision.reason, cert.certificate.serial_number,
+                        cert.certificate.not_valid_after_utc, settings.https_origin + "/", tuple(map(str, servers)))
 
 
-def _deploy_locked(conn, deploy_lock: lock.DeployLock, settings: DeploySettings, local, force_renew: bool) -> DeployResult:
-    release_id, staged = None, None
-    if force_renew:  # an order will come: load the ACME machinery during the next round trips
-        certificates.preload_acme()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="look") as pool:
-        # Read-only and under the lock, so they run at the same time, on sessions of Fabric's
-        # connection, while the release travels over OpenSSH: nginx's version, and the
-        # certificate check (one SSH round trip, plus the CA's renewal info when it offers ARI).
-        version_future = pool.submit(nginx.read_version, conn, settings)
-        check_future = pool.submit(certificates.check, conn, settings, dt.datetime.now(dt.timezone.utc), force=force_renew)
-        if local is not None:
-            from . import upload
-            progress = upload.ProgressBar()
-            try:
-                staged = upload.deliver(deploy_lock, settings, local.result(), progress)
-            finally:
-                progress.finish()
-            log.info("%s", staged.summary())
-            release_id = staged.release_id
-        version, cert_check = version_future.result(), check_future.result()
-    installed, decision = cert_check.installed, cert_check.decision
-    log.info("certificate: %s", decision.reason)
+def _upload(servers: Servers, states: dict, settings: DeploySettings, local, progress: Progress) -> str:
+    progress.enter("uploading the release")
+    if settings.skip_unchanged and upload.unchanged(local, list(states.values())):
+        log.info("upload: nothing changed since the live release; no new release (DEPLOY_SKIP_UNCHANGED)")
+        return ""
+    release_id = upload.new_release_id(list(states.values()))
+    result = servers.each(lambda s: upload.send_release(s, settings, states[s], local, release_id, progress.sent))
+    if result.failed:
+        servers.each(upload.abort, settings, release_id)
+        from .connection import group_error
+        raise group_error(result.failed, "uploading the release")
+    for server, sent in result.succeeded.items():
+        log.info("[%s] upload: %s", server, sent.summary())
+    return release_id
 
-    new_cert = None
-    if decision.needs_order:
-        certificates.preload_acme()  # while nginx is made ready for the challenge
-        # nginx must answer the challenge for every name before the order. No certificate yet
-        # (first deploy): a port-80-only vhost, since a vhost naming a missing certificate fails
-        # `nginx -t`. Otherwise the full vhost on the current certificate, so that names added
-        # to DEPLOY_DOMAINS are answered too. Unchanged vhost: no reload.
-        nginx.apply_config(conn, settings, nginx.render_vhost(
-            settings, version, with_tls=installed is not None,
-            certificate_dir=nginx.certificate_dir(settings, installed)))
-        issued = certificates.obtain(conn, settings, replaces=decision.replaces)
-        new_cert = str(certificates.stage_certificate(conn, settings, issued))
-        serial, not_after = issued.certificate.serial_number, issued.certificate.not_valid_after_utc
-    else:
-        serial, not_after = installed.certificate.serial_number, installed.certificate.not_valid_after_utc
 
-    nginx.apply_config(conn, settings, nginx.render_vhost(
-        settings, version, with_tls=True, certificate_dir=new_cert or nginx.certificate_dir(settings, installed)), new_cert)
-    if release_id and not staged.skipped:  # (``upload`` was imported above: release_id comes from it)
-        # Switch and prune in one round trip, in the lock's shell: pruning never touches the live release.
-        pruned = upload.activate(deploy_lock, settings, release_id, prune=True)
-        if pruned:
-            log.info("pruned %d old release(s): %s", len(pruned), ", ".join(pruned))
-    verify.verify_site(settings, expected_serial=serial)
-    return DeployResult(release_id or "", decision.action, decision.reason, serial, not_after, settings.https_origin + "/")
+def _certificate(servers: Servers, states: dict, settings: DeploySettings, force: bool):
+    now = dt.datetime.now(dt.timezone.utc)
+    info = certificates.renewal_info(servers, states, settings, now)
+    plan = certificates.decide_group(states, settings, now, info, force)
+    log.info("certificate: %s", plan.decision.reason)
+    if plan.certificate is None:
+        issued = certificates.obtain(servers, states, settings, replaces=plan.decision.replaces)
+        return certificates.stage(servers, settings, issued), plan.decision
+    certificates.spread(servers, states, settings, plan.certificate)
+    return plan.certificate, plan.decision
+
+
+def _changes(servers: Servers, states: dict, settings: DeploySettings, local, release_id: str,
+             cert: Installed) -> dict[Server, Change]:
+    """What the commit changes on each host; every new vhost checked with nginx -t, not live."""
+    cert_dir = str(settings.tls_dir / "certs" / cert.cert_id)
+    changes = {}
+    for server, st in states.items():
+        error_page = "404.html" in (local.entries if local is not None else (st.manifest or {}))
+        vhost = render_vhost(settings, st.build, cert_dir, error_page=error_page)
+        live_cert = st.live.cert_id if st.live else ""
+        changes[server] = Change(release_id, cert.cert_id if cert.cert_id != live_cert else "",
+                                 vhost if vhost.text != st.vhost_text else None)
+    servers.each_or_raise(lambda s: changes[s].vhost and nginx.test(s, settings, changes[s].vhost),
+                          stage="testing the nginx vhost")
+    return changes
+
+
+def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict[Server, Change], cert: Installed,
+                       progress: Progress) -> None:
+    changing = any(c.any for c in changes.values())
+    if changing:
+        progress.enter("the commit")
+        progress.committing = True
+        releases.commit(servers, settings, changes)
+        log.info("committed on %s: %s", ", ".join(map(str, servers)), _what(next(iter(changes.values()))))
+    progress.enter("verifying the site")
+    try:
+        servers.each_or_raise(_confirm_and_verify, settings, changes, cert, stage="verifying the site")
+    except BaseException as exc:
+        if not changing:
+            raise
+        failed = {s: e for s, e in releases.undo(servers, settings).items() if e is not None}
+        back = ("every host serves what it served before" if not failed else
+                "putting it back FAILED on " + ", ".join(f"{s} ({e})" for s, e in failed.items()))
+        if isinstance(exc, Exception):
+            raise VerificationFailed(f"{exc}\nThe new release, vhost and certificate were put back: {back}. "
+                                     "A certificate issued in this deploy stays staged for the next one.") from exc
+        raise
+    if changing:
+        progress.enter("finishing")
+        releases.finish(servers, settings, prune=any(c.release_id for c in changes.values()))
+    progress.committing = False
+
+
+def _confirm_and_verify(server: Server, settings: DeploySettings, changes: dict[Server, Change], cert: Installed) -> None:
+    if changes[server].vhost:
+        nginx.confirm(server, settings, changes[server].vhost)
+    single = len(changes) == 1
+    address = verify.site_address(settings) if single else server.address
+    verify.verify_site(settings, cert.certificate.serial_number, address)
+
+
+def _what(change: Change) -> str:
+    parts = [f"release {change.release_id}" if change.release_id else "",
+             f"certificate {change.cert_id}" if change.cert_id else "", "vhost" if change.vhost else ""]
+    return ", ".join(p for p in parts if p) or "nothing"
 
 
 def rollback(settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
-    """`fab rollback`: under the deploy lock, switch `current` to an earlier release."""
-    from . import upload
-    from .remote import Remote
+    """`fab rollback`: under the lock, every host to the same earlier release, or none."""
+    servers = connect_all(settings)
+    try:
+        with hold(servers, settings, Progress()):
+            read_states(servers, settings, Progress())
+            return releases.rollback(servers, settings, to)
+    finally:
+        servers.close()
 
-    with Remote(settings) as remote:
-        deploy_lock = lock.hold(remote, settings)
-        with deploy_lock:  # the listing and the switch run in the lock's shell: no more SSH sessions
-            return upload.rollback(deploy_lock, settings, to)
 
-
-def list_releases(settings: DeploySettings) -> list:
-    """`fab releases` (and `fab status`): the releases on the server (upload.ReleaseInfo), oldest first."""
-    from . import upload
-    from .remote import Remote
-
-    with Remote(settings) as remote:
-        return upload.list_releases(remote, settings)
+def list_releases(settings: DeploySettings) -> dict[str, list[releases.ReleaseInfo]]:
+    """`fab releases`: each host's releases, oldest first."""
+    servers = connect_all(settings)
+    try:
+        found = servers.each_or_raise(releases.list_releases, settings, stage="listing the releases")
+        return {str(s): found[s] for s in servers}
+    finally:
+        servers.close()

@@ -1,53 +1,60 @@
-"""`fab status`: what the server has and what the next deploy will do, without changing anything.
+"""`fab status`: what each host has and what the next deploy will do, without changing anything.
 
-Per domain: the certificate covering it (issuer, serial, valid until); the next renewal time and
-why (ARI window or lifetime rule); the CA directory; the last deploy. ``report()`` is a pure
-function of what ``collect()`` read (one SSH round trip for the certificate, one for the releases,
-and the CA's renewal info when it offers ARI).
+Per host: the live release, and per domain the certificate covering it (issuer, serial, valid
+until); the next renewal time and why (ARI window or lifetime rule); the CA directory; a deploy
+left half done. ``report()`` is a pure function of what ``collect()`` read (one SSH round trip per
+host, at once, and the CA's renewal info when it offers ARI; nothing is cached or changed).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import shlex
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography import x509
 
-from . import certificates, upload
-from .connection import connect, shell
+from . import ari
+from .connection import connect_all
+from .renewal import Decision, RenewalInfo, ari_cert_id_or_none, decide, wants_renewal_info
 from .settings import DeploySettings
+from .state import HostState, read
 
 
-@dataclass(frozen=True)
-class Status:
-    check: certificates.Check
-    last_release: str | None  # id of the live release (names sort in time order)
-    release_count: int | None  # None: unknown (no release listing available)
+class Status(NamedTuple):
+    host: str
+    state: HostState
+    decision: Decision
+    renewal_info: RenewalInfo | None
     now: dt.datetime
 
 
-def collect(settings: DeploySettings, now: dt.datetime | None = None) -> Status:
+def collect(settings: DeploySettings, now: dt.datetime | None = None) -> list[Status]:
     now = now or dt.datetime.now(dt.timezone.utc)
-    conn = connect(settings)
+    servers = connect_all(settings)
     try:
-        # Read-only: the ARI answer is not cached by a status query.
-        check = certificates.check(conn, settings, now, save_renewal_info=False)
-        lister = getattr(upload, "list_releases", None)
-        if lister is not None:
-            releases = lister(conn, settings)
-            live = next((r.id for r in releases if r.live), None)
-            return Status(check, live, len(releases), now)
-        target = shell(conn, f"readlink {shlex.quote(str(settings.current_link))} || true", what="reading the live release")
-        return Status(check, target.strip().rsplit("/", 1)[-1] or None, None, now)
+        states = servers.each_or_raise(read, settings, stage="reading the server's state")
     finally:
-        conn.close()
+        servers.close()
+    found = []
+    for server, st in states.items():
+        info = st.renewal_info if st.live and st.renewal_info and st.renewal_info.cert_id == ari_cert_id_or_none(
+            st.live.certificate) else None
+        if wants_renewal_info(st.live, settings, st.renewal_info, now):
+            verify = str(settings.acme_ca_bundle) if settings.acme_ca_bundle else True
+            info = ari.fetch_renewal_info(settings, st.live.certificate, verify, now) or info
+        found.append(Status(str(server), st, decide(st.live, settings, now, info), info, now))
+    return found
+
+
+def report_all(statuses: list[Status], settings: DeploySettings) -> str:
+    if len(statuses) == 1:
+        return report(statuses[0], settings)
+    return "\n\n".join(f"[{s.host}]\n" + report(s, settings) for s in statuses)
 
 
 def report(status: Status, settings: DeploySettings) -> str:
     """The text `fab status` prints. Pure."""
-    check = status.check
-    installed, decision = check.installed, check.decision
+    installed, decision = status.state.live, status.decision
     lines = [f"CA directory: {settings.acme_directory}"]
     if installed is None:
         lines.append("certificate: none installed yet")
@@ -72,15 +79,17 @@ def report(status: Status, settings: DeploySettings) -> str:
     else:
         lines.append(f"next renewal: at the next deploy or `fab renew` ({decision.action}: {decision.reason})")
     lines.append(f"decision now: {decision.action}: {decision.reason}")
-    if check.renewal_info is not None:
-        info = check.renewal_info
+    if status.renewal_info is not None:
+        info = status.renewal_info
         lines.append(f"ARI: window {_t(info.window_start)} to {_t(info.window_end)}, ask again after {_t(info.retry_at)}"
                      + (f", explanation {info.explanation_url}" if info.explanation_url else ""))
-    if status.last_release:
-        count = f" ({status.release_count} release(s) kept)" if status.release_count is not None else ""
-        lines.append(f"last deploy: release {status.last_release}{count}")
+    releases = status.state.releases
+    if status.state.current:
+        lines.append(f"last deploy: release {status.state.current} ({len(releases)} release(s) kept)")
     else:
         lines.append("last deploy: none (no live release)")
+    if status.state.journal or status.state.order_pending:
+        lines.append("an interrupted deploy left changes pending: the next deploy puts them back first")
     return "\n".join(lines)
 
 

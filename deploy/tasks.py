@@ -8,7 +8,6 @@ task exits 1, without a traceback.
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import sys
 
@@ -32,27 +31,33 @@ def _cli_errors(func):
             return func(*args, **kwargs)
         except DeployError as exc:
             raise Exit(f"error: {exc}", code=1) from exc
-        finally:
-            # The task is done and the process about to exit: spare the interpreter's final
-            # garbage collection over every object of Fabric, paramiko and cryptography (~0.1 s).
-            gc.freeze()
     return wrapper
+
+
+def _run(settings_file: str, **kwargs) -> pipeline.DeployResult:
+    """The deploy with a progress object, so that Ctrl-C can say what was interrupted and where the site stands."""
+    progress = pipeline.Progress()
+    try:
+        return pipeline.deploy(load_settings(settings_file), progress=progress, **kwargs)
+    except KeyboardInterrupt:
+        where = ("The commit had started: the live site may be half switched on some host; the next deploy "
+                 "(or `fab rollback`) puts back or finishes it first." if progress.committing else
+                 "Nothing went live: the site serves what it served before.")
+        raise Exit(f"interrupted during {progress.stage}. {where}", code=130) from None
 
 
 @task(help={"settings": f"Pelican settings file with the DEPLOY_ settings (default {DEFAULT_SETTINGS})"})
 @_cli_errors
 def deploy(c, settings=DEFAULT_SETTINGS):
     """Upload the built site as a new release, make sure the certificate is valid, install the vhost, go live."""
-    result = pipeline.deploy(load_settings(settings))
-    _summary(result)
+    _summary(_run(settings))
 
 
 @task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})", "force": "issue a new certificate even if none is due"})
 @_cli_errors
 def renew(c, settings=DEFAULT_SETTINGS, force=False):
     """The certificate stage alone (no upload): renew when due, or always with --force."""
-    result = pipeline.deploy(load_settings(settings), upload_site=False, force_renew=force)
-    _summary(result)
+    _summary(_run(settings, upload_site=False, force_renew=force))
 
 
 @task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})",
@@ -68,8 +73,12 @@ def rollback(c, settings=DEFAULT_SETTINGS, to=None):
 @_cli_errors
 def releases(c, settings=DEFAULT_SETTINGS):
     """List the releases on the server: id, time, size, and which one is live."""
-    for r in pipeline.list_releases(load_settings(settings)):
-        print(f"{'*' if r.live else ' '} {r.id}  {r.time:%Y-%m-%d %H:%M:%S} UTC  {r.size / 1e6:8.2f} MB{'  (live)' if r.live else ''}")
+    per_host = pipeline.list_releases(load_settings(settings))
+    for host, found in per_host.items():
+        if len(per_host) > 1:
+            print(f"[{host}]")
+        for r in found:
+            print(f"{'*' if r.live else ' '} {r.id}  {r.time:%Y-%m-%d %H:%M:%S} UTC  {r.size / 1e6:8.2f} MB{'  (live)' if r.live else ''}")
 
 
 @task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})
@@ -78,7 +87,7 @@ def status(c, settings=DEFAULT_SETTINGS):
     """Per domain: issuer, serial, valid until; next renewal and why; CA directory; last deploy. Changes nothing."""
     from . import status as status_module
     values = load_settings(settings)
-    print(status_module.report(status_module.collect(values), values))
+    print(status_module.report_all(status_module.collect(values), values))
 
 
 @task(name="server-setup", help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})
@@ -90,5 +99,6 @@ def server_setup(c, settings=DEFAULT_SETTINGS):
 
 def _summary(result: pipeline.DeployResult) -> None:
     release = f"release {result.release_id} is live; " if result.release_id else ""
+    hosts = f" on {', '.join(result.hosts)}" if len(result.hosts) > 1 else ""
     print(f"{release}certificate {result.certificate_action} (serial {result.serial:x}, valid until "
-          f"{result.not_after:%Y-%m-%d %H:%M} UTC): {result.url}")
+          f"{result.not_after:%Y-%m-%d %H:%M} UTC){hosts}: {result.url}")

@@ -28,10 +28,9 @@ class HttpsAnswer:
     certificate: x509.Certificate
 
 
-def fetch_https(settings: DeploySettings, domain: str, path: str = "/") -> HttpsAnswer:
-    """GET https://domain/path from the server (DEPLOY_VERIFY_ADDRESS or DNS), verifying the certificate."""
+def fetch_https(settings: DeploySettings, domain: str, address: str, path: str = "/") -> HttpsAnswer:
+    """GET https://domain/path from the server at ``address``, verifying the certificate."""
     context = _tls_context(str(settings.verify_ca) if settings.verify_ca else None)
-    address = settings.verify_address or domain
     with socket.create_connection((address, settings.https_port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=domain) as tls:
             der = tls.getpeercert(binary_form=True)
@@ -49,8 +48,7 @@ def _tls_context(cafile: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
-def fetch_http(settings: DeploySettings, domain: str, path: str = "/") -> tuple[int, str | None]:
-    address = settings.verify_address or domain
+def fetch_http(settings: DeploySettings, domain: str, address: str, path: str = "/") -> tuple[int, str | None]:
     conn = http.client.HTTPConnection(address, settings.http_port, timeout=10)
     try:
         conn.request("GET", path, headers={"Host": _host_header(domain, settings.http_port, 80)})
@@ -64,20 +62,34 @@ def fetch_http(settings: DeploySettings, domain: str, path: str = "/") -> tuple[
 STABLE_ANSWERS = 3  # consecutive answers as deployed before the deploy counts as live
 
 
-def verify_site(settings: DeploySettings, expected_serial: int | None, timeout: float = 10.0) -> HttpsAnswer:
-    """Poll until the site answers as deployed; raise VerificationFailed with what was seen."""
+def site_address(settings: DeploySettings) -> str:
+    """Where a visitor reaches a single-host site: DEPLOY_VERIFY_ADDRESS, else the canonical domain
+    resolved like every lookup of the deploy (DEPLOY_DNS_RESOLVER, else the system's resolver)."""
+    if settings.verify_address:
+        return settings.verify_address
+    from .diagnose import resolve
+    found = resolve(settings.canonical_domain, settings.dns_resolver)
+    if not found:
+        raise VerificationFailed(f"{settings.canonical_domain} does not resolve"
+                                 + (f" at DEPLOY_DNS_RESOLVER={settings.dns_resolver}" if settings.dns_resolver else "")
+                                 + ": visitors cannot reach the site. Add its A/AAAA records")
+    return found[0]
+
+
+def verify_site(settings: DeploySettings, expected_serial: int | None, address: str, timeout: float = 10.0) -> HttpsAnswer:
+    """Poll until the site at ``address`` answers as deployed; raise VerificationFailed with what was seen."""
     deadline = time.monotonic() + timeout
     domain = settings.canonical_domain
     problem = ""
     good = 0
     while True:
         try:
-            status, location = fetch_http(settings, domain, "/")
+            status, location = fetch_http(settings, domain, address)
             want = settings.https_origin + "/"
             if status != 301 or location != want:
                 problem = f"http://{domain}/ answered {status} {location or ''} instead of 301 to {want}"
             else:
-                answer = fetch_https(settings, domain)
+                answer = fetch_https(settings, domain, address)
                 serial = answer.certificate.serial_number
                 if answer.status != 200:
                     problem = f"{settings.https_origin}/ answered {answer.status} instead of 200"
@@ -94,7 +106,7 @@ def verify_site(settings: DeploySettings, expected_serial: int | None, timeout: 
             problem = f"{exc.__class__.__name__}: {exc}"
         good = 0
         if time.monotonic() > deadline:
-            raise VerificationFailed(f"the site does not answer as deployed: {problem}")
+            raise VerificationFailed(f"the site at {address} does not answer as deployed: {problem}")
         time.sleep(0.1)
 
 

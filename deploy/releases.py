@@ -1,0 +1,130 @@
+"""Releases and the commit: what goes live, together, on every host, and how it goes back.
+
+``commit`` runs ``scripts/commit.sh apply`` on every host at once: certificate, vhost and
+``current`` switch together with one reload, after a journal of what was live. A host that
+fails puts itself back; the hosts that had switched are put back too (``undo``), so every host
+serves the old site or every host the new one. ``finish`` forgets the journals after the site
+was verified, and prunes. A commit cut short (a killed deploy) leaves its journal: the next
+deploy undoes it before anything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import NamedTuple
+
+from . import manifest as mf
+from .connection import Server, Servers
+from .errors import DeployError, RemoteCommandFailed
+from .nginx import error as nginx_error
+from .settings import DeploySettings
+from .vhost import Vhost
+
+log = logging.getLogger("pelican_https.deploy")
+
+CURRENT_NOT_A_LINK = 7  # commit.sh's exit status when `current` is a real folder
+
+
+class Change(NamedTuple):
+    """What the commit makes live on one host; empty fields keep what is live."""
+    release_id: str = ""
+    cert_id: str = ""
+    vhost: Vhost | None = None  # tested and saved as vhost.conf.next beforehand (nginx.test)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.release_id or self.cert_id or self.vhost)
+
+
+class ReleaseInfo(NamedTuple):
+    id: str
+    time: dt.datetime
+    size: int  # bytes
+    live: bool
+
+
+def commit(servers: Servers, settings: DeploySettings, changes: dict[Server, Change]) -> None:
+    """Make every host's change live, or none: a failure on any host puts the others back."""
+    result = servers.each(_apply, settings, changes)
+    if not result.failed:
+        return
+    switched = list(result.succeeded)
+    undone = undo(Servers.from_connections(switched), settings) if switched else {}
+    states = [f"  {s}: failed and put itself back: {exc}" for s, exc in result.failed.items()]
+    states += [f"  {s}: switched, then put back" + ("" if undone.get(s) is None else f" (FAILED: {undone[s]})")
+               for s in switched]
+    raise DeployError("the commit failed, so no host switches: every host serves what it served before.\n"
+                      + "\n".join(states))
+
+
+def _apply(server: Server, settings: DeploySettings, changes: dict[Server, Change]) -> None:
+    change = changes[server]
+    try:
+        server.script("commit", "apply", str(settings.remote_root), str(settings.state_dir), change.release_id,
+                      change.cert_id, "yes" if change.vhost else "no", *settings.nginx, what="committing")
+    except RemoteCommandFailed as exc:
+        if exc.status == CURRENT_NOT_A_LINK:
+            raise DeployError(f"{settings.current_link} on {server} is a folder, not the symlink pelican-https "
+                              "switches: move it away (e.g. into releases/), then deploy again. Nothing was changed.") from exc
+        raise nginx_error(exc, settings, server) from exc
+
+
+def undo(servers: Servers, settings: DeploySettings) -> dict[Server, Exception | None]:
+    """Put back what each host's journal says was live (nothing where there is no journal)."""
+    result = servers.each(lambda s: s.script("commit", "undo", str(settings.remote_root), str(settings.state_dir),
+                                             *settings.nginx, what="putting the previous site back"))
+    for server, exc in result.failed.items():
+        log.error("[%s] putting the previous site back failed: %s", server, exc)
+    return {server: result.failed.get(server) for server in servers}
+
+
+def finish(servers: Servers, settings: DeploySettings, prune: bool = True) -> None:
+    """After verification: forget the journals; prune old releases and certificates (never the live ones)."""
+    from .certificates import KEEP_CERTIFICATES
+    keep = [str(settings.keep_releases), str(KEEP_CERTIFICATES)] if prune else []
+    result = servers.each_or_raise(lambda s: s.script("commit", "finish", str(settings.remote_root), str(settings.state_dir),
+                                                      *keep, what="finishing"), stage="finishing")
+    for server, out in result.items():
+        pruned = [line.split()[1] for line in out.decode().splitlines() if line.startswith("pruned ")]
+        if pruned:
+            log.info("[%s] pruned %d old release(s): %s", server, len(pruned), ", ".join(pruned))
+
+
+def list_releases(server: Server, settings: DeploySettings) -> list[ReleaseInfo]:
+    """The complete releases on one host, oldest first."""
+    out = server.script("releases", str(settings.remote_root), what="listing the releases").decode()
+    current = next((line.split()[1] for line in out.splitlines() if line.startswith("current ")), None)
+    found = []
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) == 2 and mf.RELEASE_ID.fullmatch(words[0]) and words[1].isdigit():
+            found.append(ReleaseInfo(words[0], mf.release_time(words[0]), int(words[1]) * 1024, words[0] == current))
+    return sorted(found)
+
+
+def rollback_target(per_host: dict[Server, list[ReleaseInfo]], to: str | None) -> str:
+    """The release every host switches to: ``to``, or the newest one older than the live one on the
+    first host; it must exist on every host. Pure."""
+    first = next(iter(per_host.values()))
+    live = next((r.id for r in first if r.live), None)
+    if to is None:
+        older = [r.id for r in first if live is None or r.id < live]
+        if not older:
+            raise DeployError(f"there is no release older than the live one ({live or 'none'}) to roll back to")
+        to = older[-1]
+    lacking = [str(s) for s, releases in per_host.items() if to not in {r.id for r in releases}]
+    if lacking:
+        raise DeployError(f"release {to} is not on {', '.join(lacking)}; nothing was changed. `fab releases` lists them")
+    return to
+
+
+def rollback(servers: Servers, settings: DeploySettings, to: str | None) -> tuple[str, str | None]:
+    """Switch every host to the same earlier release, or none; reloads nothing."""
+    per_host = servers.each_or_raise(list_releases, settings, stage="listing the releases")
+    target = rollback_target(per_host, to)
+    before = next((r.id for r in next(iter(per_host.values())) if r.live), None)
+    commit(servers, settings, {s: Change(release_id=target) for s in servers})
+    finish(servers, settings, prune=False)
+    return target, before
+
