@@ -1,7 +1,12 @@
 """Shared fixtures: the real sandbox (Pebble, sshd, nginx) and copies of example_site.
 
-The sandbox fixture never skips: if it cannot start, every test that needs it errors with
+The sandbox fixtures never skip: if a sandbox cannot start, every test that needs it errors with
 the reason (missing package, port, permission).
+
+``sandbox`` is one server; ``sandbox3`` is a group of three (each its own sshd, nginx, address and
+files: see deploy/sandbox.py), for ``DEPLOY_HOSTS`` deploys. ``make_blog`` / ``make_blog3`` give a
+copy of example_site pointed at a site of either; ``make_blog3`` undoes the faults a test put on
+the group's hosts (``host.stop_sshd()``, ``host.break_nginx()``, ``set_dns``) when the test ends.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.sandbox import Sandbox, start_sandbox, stop_sandbox
+from deploy.sandbox import Sandbox, SandboxHost, start_sandbox, stop_sandbox
 from deploy.settings import DeploySettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +34,14 @@ def sandbox() -> Sandbox:
     stop_sandbox(sb)
 
 
+@pytest.fixture(scope="session")
+def sandbox3() -> Sandbox:
+    """Three servers: hosts[0] at 127.0.0.1, hosts[1] and hosts[2] in namespaces of their own."""
+    sb = start_sandbox(hosts=3)
+    yield sb
+    stop_sandbox(sb)
+
+
 class Blog:
     """A copy of example_site pointed at one site of the sandbox, with helpers to build and deploy it."""
 
@@ -38,6 +51,11 @@ class Blog:
         self.target = path / "sandbox-target.json"
         self.target.write_text(json.dumps(sandbox.add_site(site)))
         self.env = dict(os.environ, PELICAN_HTTPS_SANDBOX=str(self.target))
+
+    @property
+    def hosts(self) -> list[SandboxHost]:
+        """The sandbox's servers (one, or the group DEPLOY_HOSTS lists, in that order)."""
+        return self.sandbox.hosts
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(list(argv), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=300)
@@ -82,3 +100,14 @@ def make_blog(tmp_path, sandbox):
         shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
         return Blog(path, sandbox, site)
     return make
+
+
+@pytest.fixture
+def make_blog3(tmp_path, sandbox3):
+    """make_blog3(site) -> a fresh copy of example_site deploying to its own site on all three hosts."""
+    def make(site: str) -> Blog:
+        path = tmp_path / site
+        shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
+        return Blog(path, sandbox3, site)
+    yield make
+    sandbox3.heal()
