@@ -60,7 +60,7 @@ def test_https_serves_the_index_with_a_certificate_for_every_domain(deployed, sa
 
 def test_http_redirects_to_https_keeping_path_and_query(deployed):
     _, settings, *_ = deployed
-    status, location = fetch_http(settings, settings.canonical_domain, "/any/path?q=1")
+    status, location = fetch_http(settings, settings.canonical_domain, path="/any/path?q=1")
     assert status == 301
     assert location == f"{settings.https_origin}/any/path?q=1"
 
@@ -85,12 +85,12 @@ def test_no_own_http_url_left_in_any_served_page(deployed):
     assert len(pages) >= 5
     for page in pages:
         path = "/" + page.relative_to(release).as_posix()
-        answer = fetch_https(settings, settings.canonical_domain, path)
+        answer = fetch_https(settings, settings.canonical_domain, path=path)
         assert answer.status == 200, path
         leftovers = OWN_HTTP_LINK.findall(answer.body.decode())
         assert not leftovers, f"{path} still links over http: {leftovers}"
     # The example post has such links in its source: the rewriter did upgrade them.
-    post = fetch_https(settings, settings.canonical_domain, "/hello-https.html").body.decode()
+    post = fetch_https(settings, settings.canonical_domain, path="/hello-https.html").body.decode()
     assert 'href="https://blog.example.com/pages/about.html"' in post
     assert "curl -I http://blog.example.com/" in post  # the code sample is left as written
 
@@ -103,7 +103,7 @@ def test_second_deploy_keeps_the_certificate_and_serves_a_new_release(deployed):
     second = blog.fab("deploy")
     assert "certificate keep" in second.stdout, second.stdout + second.stderr
     assert "nothing to do" in second.stderr
-    answer = fetch_https(settings, settings.canonical_domain, "/a-second-post.html")
+    answer = fetch_https(settings, settings.canonical_domain, path="/a-second-post.html")
     assert answer.status == 200 and b"Fresh content" in answer.body
     assert answer.certificate.serial_number == first_cert.serial_number
     assert os.readlink(settings.current_link) != first_release

@@ -150,7 +150,7 @@ def test_rollback_releases_and_odd_names_served_by_nginx(make_blog):
     settings = blog.settings()
     v1 = live_id(settings)
     for name in WEIRD:
-        answer = fetch_https(settings, settings.canonical_domain, "/" + quote(name))
+        answer = fetch_https(settings, settings.canonical_domain, path="/" + quote(name))
         assert (answer.status, answer.body.decode()) == (200, f"served: {name!r}"), name
     (output / "index.html").write_text("<p>version two</p>")
     second = blog.fab("deploy")
