@@ -1,17 +1,28 @@
-"""The one-time set-up a server's administrator runs as root, before the first deploy.
+"""The administrator's scripts: the one-time set-up of a server, and the removal of a site.
 
-After it, the deploy user needs no other privilege than running ``nginx -t`` and
+After the set-up, the deploy user needs no other privilege than running ``nginx -t`` and
 ``nginx -s reload`` through sudo: it owns the site folder and a private state folder
-(certificates, ACME account keys, the vhost), and nginx includes that vhost through one
-symlink in its own configuration folder. ``fab server-setup`` prints this script; the
-sandbox runs the very same script as root on this machine.
+(certificates, ACME account keys, the vhost), and nginx includes that vhost through links in its
+own configuration folder. ``fab server-setup`` prints the set-up script, ``fab server-setup
+--remove`` the removal script; the sandbox runs the very same set-up script as root.
+
+The scripts are files (``deploy/scripts/server-setup.sh``, ``server-remove.sh``), POSIX sh,
+``shellcheck``-clean, taking every value as a positional argument. What is printed is the file,
+with one ``set --`` line of shell-quoted arguments after its first line: no value is ever
+pasted into the script's text. The scripts create only what is missing and never change or
+replace what they did not make (see the scripts' headers).
 """
 
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from .settings import DeploySettings
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+NGINX_CONF_DIR = "/etc/nginx"
+SUDOERS_DIR = "/etc/sudoers.d"
 
 
 def nginx_sudo_command(settings: DeploySettings) -> list[str]:
@@ -27,69 +38,69 @@ def nginx_sudo_command(settings: DeploySettings) -> list[str]:
 def sudoers_rule(settings: DeploySettings) -> str:
     """Exactly two commands, argument for argument: sudo matches them literally."""
     nginx = " ".join(_sudoers_escape(w) for w in nginx_sudo_command(settings))
-    return f"{settings.user} ALL=(root) NOPASSWD: {nginx} -t, {nginx} -s reload\n"
+    return f"{settings.user} ALL=(root) NOPASSWD: {nginx} -t, {nginx} -s reload"
 
 
-def sudoers_file(settings: DeploySettings) -> str:
-    # sudo skips files in sudoers.d whose names contain a dot.
-    return "/etc/sudoers.d/" + f"pelican-https-{settings.user}-{settings.site_name}".replace(".", "_")
+def sudoers_file(settings: DeploySettings, sudoers_dir: str = SUDOERS_DIR) -> str:
+    """The sudoers file's real name: sudo skips files in sudoers.d whose names contain a '.', so
+    the dots of the site name become '_' (``pelican-https-deploy-blog_example_com``)."""
+    return f"{sudoers_dir}/" + f"pelican-https-{settings.user}-{settings.site_name}".replace(".", "_")
 
 
-def admin_script(settings: DeploySettings, nginx_include_dir: str | None = None) -> str:
-    """A POSIX shell script (run as root) that prepares the server for ``fab deploy``."""
-    q = shlex.quote
-    user = q(settings.user)
-    vhost = q(str(settings.vhost_file))
-    link = (
-        f"ln -sfn {vhost} {q(nginx_include_dir)}/{q(settings.site_name + '.conf')}"
-        if nginx_include_dir
-        else nginx_link_script(settings)
-    )
-    sudoers = sudoers_file(settings)
-    return "\n".join([
-        "set -eu",
-        "# site folder (releases, current, ACME challenges): owned by the deploy user, readable by nginx",
-        f"install -d -o {user} -g {user} -m 755 {q(str(settings.remote_root))} {q(str(settings.challenge_dir))}",
-        f"install -d -o {user} -g {user} -m 755 {q(str(settings.challenge_root))} {q(str(settings.challenge_root / '.well-known'))}",
-        "# private state (certificate key, ACME account keys, the vhost): the deploy user only",
-        f"install -d -o {user} -g {user} -m 700 {q(str(settings.state_dir))} {q(str(settings.vhost_file.parent))}",
-        f"[ -e {vhost} ] || install -o {user} -g {user} -m 644 /dev/null {vhost}",
-        "# nginx includes the site's vhost through a symlink",
-        link,
-        "# sudo for exactly `nginx -t` and `nginx -s reload`",
-        f"printf '%s' {q(sudoers_rule(settings))} > {q(sudoers + '.tmp')}",
-        f"chmod 440 {q(sudoers + '.tmp')}",
-        f"visudo -cf {q(sudoers + '.tmp')} >/dev/null",
-        f"mv {q(sudoers + '.tmp')} {q(sudoers)}",
-        "",
-    ])
+def sudoers_marker(settings: DeploySettings) -> str:
+    """The sudoers file's first line: how both scripts know the file is theirs."""
+    return f"# pelican-https: sudo rule of the deploy user {settings.user} for {settings.site_name} (fab server-setup --remove deletes this file)"
 
 
-def nginx_link_script(settings: DeploySettings, conf_dir: str = "/etc/nginx") -> str:
-    """Shell lines that detect the distribution's nginx layout and link the vhost into it.
+def link_name(settings: DeploySettings) -> str:
+    return settings.site_name + ".conf"
 
-    Detected here, as root, because only root may write nginx's folders; the deploy then proves
-    the link works by asking nginx for the vhost's probe URL after each reload. The layout counts
-    only if nginx.conf really includes it: Debian/Ubuntu's sites-enabled (the vhost goes to
-    sites-available, enabled by a relative link, as a2ensite-style tools expect), else conf.d.
+
+def admin_script(settings: DeploySettings, nginx_include_dir: str | None = None, *,
+                 nginx_conf_dir: str = NGINX_CONF_DIR, sudoers_dir: str = SUDOERS_DIR) -> str:
+    """The set-up script (run as root), self-contained: ``fab server-setup | ssh admin@server sudo sh``.
+
+    ``nginx_include_dir``: link the vhost into that folder instead of detecting the layout under
+    ``nginx_conf_dir`` (Debian's sites-available + sites-enabled when nginx.conf includes it, else
+    conf.d). ``nginx_conf_dir`` and ``sudoers_dir`` exist for tests on a temporary tree.
     """
-    q = shlex.quote
-    return "\n".join([
-        f"conf_dir={q(conf_dir)}; vhost={q(str(settings.vhost_file))}; name={q(settings.site_name + '.conf')}",
-        'if [ -d "$conf_dir/sites-enabled" ] && grep -Eq "^[[:space:]]*include[[:space:]]+$conf_dir/sites-enabled/" "$conf_dir/nginx.conf"; then',
-        '    install -d -m 755 "$conf_dir/sites-available"',
-        '    ln -sfn "$vhost" "$conf_dir/sites-available/$name"',
-        '    ln -sfn "../sites-available/$name" "$conf_dir/sites-enabled/$name"',
-        '    echo "nginx layout: sites-available + sites-enabled ($conf_dir/sites-enabled/$name)"',
-        'elif [ -d "$conf_dir/conf.d" ] && grep -Eq "^[[:space:]]*include[[:space:]]+$conf_dir/conf[.]d/[*][.]conf" "$conf_dir/nginx.conf"; then',
-        '    ln -sfn "$vhost" "$conf_dir/conf.d/$name"',
-        '    echo "nginx layout: conf.d ($conf_dir/conf.d/$name)"',
-        "else",
-        '    echo "$conf_dir/nginx.conf includes neither $conf_dir/sites-enabled/ nor $conf_dir/conf.d/*.conf:" \\',
-        '         "add \\`include $conf_dir/conf.d/*.conf;\\` to its http block, then run this script again" >&2',
-        "    exit 1",
-        "fi",
+    return _script("server-setup.sh", [
+        settings.user,
+        str(settings.remote_root),
+        str(settings.challenge_dir),
+        str(settings.state_dir),
+        str(settings.vhost_file),
+        link_name(settings),
+        nginx_conf_dir,
+        nginx_include_dir or "",
+        sudoers_file(settings, sudoers_dir),
+        sudoers_marker(settings),
+        sudoers_rule(settings),
     ])
+
+
+def remove_script(settings: DeploySettings, nginx_include_dir: str | None = None, *,
+                  nginx_conf_dir: str = NGINX_CONF_DIR, sudoers_dir: str = SUDOERS_DIR) -> str:
+    """The removal script (run as root): removes exactly what the set-up and the deploys added
+    for this site (its nginx links, sudoers file, state folder and site folder), nothing else."""
+    return _script("server-remove.sh", [
+        settings.user,
+        str(settings.remote_root),
+        str(settings.state_dir),
+        str(settings.vhost_file),
+        link_name(settings),
+        nginx_conf_dir,
+        nginx_include_dir or "",
+        sudoers_file(settings, sudoers_dir),
+        sudoers_marker(settings),
+    ])
+
+
+def _script(name: str, args: list[str]) -> str:
+    text = (SCRIPTS / name).read_text()
+    first, _, rest = text.partition("\n")
+    arguments = "set -- " + " ".join(shlex.quote(a) for a in args)
+    return f"{first}\n# The values, as positional arguments (fab server-setup printed them from the DEPLOY_ settings):\n{arguments}\n{rest}"
 
 
 def _sudoers_escape(word: str) -> str:
