@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 
 from . import pipeline
 from .errors import DeployError
-from .server_setup import admin_script
+from .server_setup import admin_script, remove_script
 from .settings import load_settings
 
 DEFAULT_SETTINGS = "publishconf.py"
@@ -90,11 +90,12 @@ def status(c, settings=DEFAULT_SETTINGS):
     print(status_module.report_all(status_module.collect(values), values))
 
 
-@task(name="server-setup", help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})
+@task(name="server-setup", help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})",
+                                  "remove": "print the script that removes the site from the server instead"})
 @_cli_errors
-def server_setup(c, settings=DEFAULT_SETTINGS):
-    """Print the one-time set-up script for the server's administrator (run it as root)."""
-    print(admin_script(load_settings(settings)))
+def server_setup(c, settings=DEFAULT_SETTINGS, remove=False):
+    """Print the one-time set-up script for the server's administrator (run it as root), or with --remove its undoing."""
+    print((remove_script if remove else admin_script)(load_settings(settings)))
 
 
 def _summary(result: pipeline.DeployResult) -> None:
