@@ -1,21 +1,24 @@
-"""Pure parts of the release upload: manifests, the diff, the release check, ids, scripts. No server."""
+"""Pure parts of the release upload: manifests, the diff, the release check, ids, the rollback target,
+the server state and release list as read, the tar that travels. No server."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+import io
 import os
-import shutil
 import shlex
 import subprocess
-import threading
+import tarfile
 
 import pytest
 
 from deploy import lock, upload
 from deploy import manifest as mf
-from deploy.errors import UploadError
+from deploy import state as host_state
+from deploy.errors import DeployError, UploadError
+from deploy.releases import ReleaseInfo, list_releases, rollback_target
 from deploy.settings import settings_from_mapping
 
 F, D, L = mf.FILE, mf.DIR, mf.LINK
@@ -129,27 +132,19 @@ def test_scan_hashes_files_of_any_size_whole(tmp_path, size):
     assert (entry.size, entry.digest) == (size, hashlib.sha256(data).hexdigest())
 
 
-def test_the_background_scan_yields_the_cpu_only_in_its_own_thread(tmp_path):
+def test_scan_prepares_what_the_upload_sends_and_expects(tmp_path):
+    """upload.scan: the entries, their stored form and the listing digest, all computed before the lock."""
     out = tmp_path / "output"
     out.mkdir()
     (out / "index.html").write_bytes(b"i")
-    seen, original = {}, mf.scan_output
-
-    def scan_then_look(output):
-        result = original(output)
-        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        return result
-
-    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mf, "scan_output", scan_then_look)
-        local = upload.start_scan(settings_from_mapping({"SITEURL": "https://blog.example.com", "DEPLOY_HOST": "203.0.113.5",
-                                                         "DEPLOY_USER": "d", "DEPLOY_OUTPUT_PATH": str(out),
-                                                         "DEPLOY_KNOWN_HOSTS": str(tmp_path / "kh")})).result()
-    assert local.entries == original(out)
+    (out / "sub").mkdir()
+    (out / "sub" / "a.css").write_bytes(b"a{}")
+    local = upload.scan(settings_from_mapping({"SITEURL": "https://blog.example.com", "DEPLOY_HOST": "203.0.113.5",
+                                               "DEPLOY_USER": "d", "DEPLOY_OUTPUT_PATH": str(out),
+                                               "DEPLOY_KNOWN_HOSTS": str(tmp_path / "kh")}))
+    assert local.entries == mf.scan_output(out)
     assert local.dumped == mf.dump(local.entries) and local.listing_digest == mf.listing_digest(local.entries)
-    assert seen["nice"] >= upload.SCAN_NICENESS  # (Linux: nice values are per thread)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice
+    assert mf.load(local.dumped) == local.entries
 
 
 def test_scan_needs_an_index(tmp_path):
@@ -240,7 +235,7 @@ def test_release_time():
 # --- rollback and listing -----------------------------------------------------------------------------------
 
 def infos(*ids, live=None):
-    return [upload.ReleaseInfo(i, mf.release_time(i), 0, i == live) for i in ids]
+    return [ReleaseInfo(i, mf.release_time(i), 0, i == live) for i in ids]
 
 
 A, B, C = "20261101T000000000000Z", "20261102T000000000000Z", "20261103T000000000000Z"
@@ -251,39 +246,80 @@ A, B, C = "20261101T000000000000Z", "20261102T000000000000Z", "20261103T00000000
     (infos(A, B, C, live=B), None, A),
     (infos(A, B, C, live=C), A, A),
     (infos(A, B, C, live=A), C, C),  # roll forward again
-    (infos(A, B, C, live=A), None, "nothing older"),
-    (infos(A, B, C, live=C), C, "already live"),
-    (infos(A, B, live=B), "20990101T000000000000Z", "there is no release"),
-    (infos(A, B), None, "no release is live"),
+    (infos(A, B, C, live=A), None, "no release older than the live one"),
+    (infos(A, B, live=B), "20990101T000000000000Z", "release 20990101T000000000000Z is not on one"),
 ])
 def test_rollback_target(releases, to, expected):
+    per_host = {"one": releases}  # hosts are any hashable keys
     if mf.RELEASE_ID.fullmatch(expected):
-        assert upload.rollback_target(releases, to) == expected
+        assert rollback_target(per_host, to) == expected
     else:
-        with pytest.raises(UploadError, match=expected):
-            upload.rollback_target(releases, to)
+        with pytest.raises(DeployError, match=expected):
+            rollback_target(per_host, to)
 
 
-def test_parse_release_list():
-    text = f"current releases/{B}\n123\t{A}\n456\t{B}\n7\tjunk\n"
-    assert upload.parse_release_list(text) == [
-        upload.ReleaseInfo(A, mf.release_time(A), 123, False), upload.ReleaseInfo(B, mf.release_time(B), 456, True)]
+def test_rollback_target_is_one_release_every_host_has():
+    """Every host switches to the same release: the target is chosen on the first host and must be on all."""
+    both = {"one": infos(A, B, C, live=C), "two": infos(A, B, C, live=C)}
+    assert rollback_target(both, None) == B
+    lacking = {"one": infos(A, B, C, live=C), "two": infos(A, C, live=C), "three": infos(C, live=C)}
+    with pytest.raises(DeployError, match=f"release {B} is not on two, three; nothing was changed"):
+        rollback_target(lacking, None)
+    assert rollback_target(lacking, C) == C
 
 
-def test_parse_probe():
+class ScriptOutput:
+    """Stands for a Server: ``script`` returns the given output, as the real script would print it."""
+
+    def __init__(self, out: bytes):
+        self.out, self.calls = out, []
+
+    def script(self, name, *args, **kwargs):
+        self.calls.append((name, args))
+        return self.out
+
+
+def test_list_releases_reads_ids_sizes_and_the_live_one(settings):
+    server = ScriptOutput(f"{A} 123\n{B} 456\njunk 7\n{C}.partial 9\ncurrent {B}\n".encode())
+    assert list_releases(server, settings) == [ReleaseInfo(A, mf.release_time(A), 123 * 1024, False),
+                                               ReleaseInfo(B, mf.release_time(B), 456 * 1024, True)]
+    assert server.calls == [("releases", (str(settings.remote_root),))]
+    assert list_releases(ScriptOutput(b""), settings) == []
+
+
+def sections(**parts: bytes) -> bytes:
+    """state.sh's output: its sections (nginx's version first, as the script prints it)."""
+    parts = {"nginx": b"nginx version: nginx/1.22.1\n"} | parts
+    return b"".join(host_state.MARK + name.replace("_", "-").encode() + b"\n" + body for name, body in parts.items())
+
+
+def test_state_parse_reads_the_live_release_and_its_manifest():
     manifest = mf.dump(m(f("a")))
-    data = (f"zstd yes\ncurrent {B}\nreleases {A} {A}.manifest {B} {B}.manifest x.partial\nmanifest\n").encode() + manifest
-    state = upload.parse_probe(data)
-    assert state == upload.ServerState(True, B, (A, B), manifest)
-    assert state.manifest == m(f("a"))
-    assert upload.parse_probe(b"zstd no\ncurrent \nreleases\nmanifest none\n") == upload.ServerState(False, None, (), None)
-    # `current` pointing at something this tool did not make: never linked from.
-    assert upload.parse_probe(b"zstd no\ncurrent elsewhere\nreleases\nmanifest none\n").current is None
-    with pytest.raises(UploadError, match="cannot read the server's release state"):
-        upload.parse_probe(b"zstd no\ncurrent \n")
+    data = sections(current=f"{B}\n".encode(),
+                    releases=f"{A}\n{B}\n{C}.partial\n".encode(), vhost=b"", manifest=manifest)
+    state = host_state.parse(data)
+    assert (state.current, state.releases, state.current_is_link) == (B, (A, B), True)
+    assert state.manifest_bytes == manifest and state.manifest == m(f("a"))
+    assert (state.live, state.staged, state.journal, state.order_pending) == (None, None, "", False)
 
 
-# --- the scripts quote everything -------------------------------------------------------------------------------
+def test_state_parse_never_links_from_what_this_tool_did_not_make():
+    # `current` pointing at something that is not one of the complete releases: no base for the next one.
+    assert host_state.parse(sections(current=b"elsewhere\n", releases=f"{A}\n".encode())).current is None
+    assert host_state.parse(sections(current=f"{B}\n".encode(), releases=f"{A}\n".encode())).current is None
+    # `current` as a real folder (copied by hand): the deploy refuses to switch it.
+    assert host_state.parse(sections(current=b"NOT-A-LINK\n", releases=b"")).current_is_link is False
+    # nothing at all (a bare server): nothing live, nothing to undo.
+    bare = host_state.parse(sections())
+    assert (bare.current, bare.releases, bare.manifest, bare.journal) == (None, (), None, "")
+
+
+def test_state_parse_reads_what_an_interrupted_deploy_left():
+    state = host_state.parse(sections(journal=b"release=releases/x\ncert=\nreload=yes\n", order_pending=b"yes\n"))
+    assert state.journal and state.order_pending
+
+
+# --- what travels: plain arguments and a tar rooted at the releases folder ------------------------------------------
 
 @pytest.fixture
 def settings(tmp_path):
@@ -291,36 +327,30 @@ def settings(tmp_path):
                                   "DEPLOY_REMOTE_ROOT": "/srv/www/my site".replace(" ", "_"), "DEPLOY_KNOWN_HOSTS": str(tmp_path / "kh")})
 
 
-def test_stage_script_and_header_take_only_release_ids(settings):
-    with pytest.raises(UploadError):
-        upload.stage_script(settings, "x; rm -rf /", "gzip -dc")
-    with pytest.raises(UploadError):
-        upload.stage_header(0, 0, 0, "../etc", False, "0" * 64)
-    digest = "0123456789abcdef" * 4
-    assert upload.stage_header(1, 2, 3, A, True, digest) == f"1 2 3 {A} 1 {digest}\n".encode()
-    assert upload.stage_header(0, 0, 0, None, False, digest) == f"0 0 0 - 0 {digest}\n".encode()
-    with pytest.raises(UploadError, match="bad listing digest"):
-        upload.stage_header(0, 0, 0, None, False, "$(reboot)")
-    script = upload.stage_script(settings, B, "zstd -dcq")
-    assert f'cp -al -- "$base"/. {B}.partial/' in script and f'mv -T .next-"$base" {B}.partial' in script
-    assert 'head -c "$n_plain" | tar -x -p --no-same-owner -f -' in script
-    with pytest.raises(UploadError):
-        upload.switch_script(settings, "../../etc")
+def test_the_tar_holds_the_manifest_and_only_members_of_the_partial_release(tmp_path):
+    out = tmp_path / "output"
+    (out / "s").mkdir(parents=True)
+    (out / "index.html").write_bytes(b"<p>hi</p>")
+    (out / "s" / "q'\"; rm -rf x.html").write_bytes(b"odd")
+    (out / "alias.html").symlink_to("index.html")
+    local = mf.prepare(mf.scan_output(out))
+    chunks = []
+    upload.write_tar(out, B, sorted(local.entries.values(), key=lambda e: e.path), local.dumped, chunks.append)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        members = {t.name: t for t in tar.getmembers()}
+        assert tar.extractfile(f"{B}.manifest").read() == local.dumped
+        assert tar.extractfile(f"{B}.partial/s/q'\"; rm -rf x.html").read() == b"odd"
+    assert set(members) == {f"{B}.manifest", f"{B}.partial/index.html", f"{B}.partial/s",
+                            f"{B}.partial/s/q'\"; rm -rf x.html", f"{B}.partial/alias.html"}
+    assert members[f"{B}.partial/alias.html"].issym() and members[f"{B}.partial/alias.html"].linkname == "index.html"
+    assert members[f"{B}.partial/index.html"].mode == 0o644 and members[f"{B}.partial/s"].mode == 0o755
 
 
-def test_lock_script_quotes_the_holder_and_names_the_lock(settings):
-    holder = lock.holder_info("rel'; rm -rf /")
-    assert "\n" not in holder
-    script = lock.lock_script(settings, holder, 7)
-    assert shlex.quote(holder) in script
-    assert f"flock -w 7 9" in script
-    assert str(settings.lock_file) in script
-
-
-def test_holder_info_names_host_pid_and_time():
-    info = lock.holder_info("R1", NOW)
-    assert f"pid={os.getpid()}" in info and "since=2026-11-27T09:05:00Z" in info and "release=R1" in info
-    assert "host=" in info
+def test_holder_info_is_one_printable_line_naming_host_pid_and_time(monkeypatch):
+    monkeypatch.setenv("USER", "me'; rm -rf /\nx")
+    info = lock.holder_info(NOW.timestamp())
+    assert "\n" not in info and all(0x20 <= ord(c) < 0x7f for c in info)
+    assert f"pid={os.getpid()}" in info and "since=2026-11-27T09:05:00Z" in info and "host=" in info
 
 
 def test_listing_digest_equals_what_gnu_find_hashes_on_the_server(tmp_path):
@@ -349,9 +379,3 @@ def test_listing_digest_equals_what_gnu_find_hashes_on_the_server(tmp_path):
                         ("link", local["link"]._replace(digest="index.html")),
                         ("extra", mf.Entry("extra", mf.FILE, 0o644, 0, ""))]:
         assert mf.listing_digest(changed | {path: entry}) != server
-
-
-def test_a_few_changed_files_go_by_gzip_in_process_and_more_by_zstd_where_both_sides_have_it():
-    assert upload._compression(True, upload.SMALL_UPLOAD - 1) == "gzip"
-    assert upload._compression(True, upload.SMALL_UPLOAD) == ("zstd" if shutil.which("zstd") else "gzip")
-    assert upload._compression(False, 10 * upload.SMALL_UPLOAD) == "gzip"
