@@ -28,8 +28,9 @@ class HttpsAnswer:
     certificate: x509.Certificate
 
 
-def fetch_https(settings: DeploySettings, domain: str, address: str, path: str = "/") -> HttpsAnswer:
-    """GET https://domain/path from the server at ``address``, verifying the certificate."""
+def fetch_https(settings: DeploySettings, domain: str, address: str | None = None, path: str = "/") -> HttpsAnswer:
+    """GET https://domain/path from the server at ``address`` (default: ``site_address``), verifying the certificate."""
+    address = address or site_address(settings)
     context = _tls_context(str(settings.verify_ca) if settings.verify_ca else None)
     with socket.create_connection((address, settings.https_port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=domain) as tls:
@@ -48,7 +49,8 @@ def _tls_context(cafile: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
-def fetch_http(settings: DeploySettings, domain: str, address: str, path: str = "/") -> tuple[int, str | None]:
+def fetch_http(settings: DeploySettings, domain: str, address: str | None = None, path: str = "/") -> tuple[int, str | None]:
+    address = address or site_address(settings)
     conn = http.client.HTTPConnection(address, settings.http_port, timeout=10)
     try:
         conn.request("GET", path, headers={"Host": _host_header(domain, settings.http_port, 80)})

@@ -54,6 +54,24 @@ def test_unknown_host_is_never_auto_accepted(make_blog):
     assert empty.read_text() == ""  # nothing was added to known_hosts
 
 
+def test_a_revoked_host_key_is_refused_by_name(make_blog):
+    blog = make_blog("hostkey-revoked")
+    blog.build()
+    settings = blog.settings()
+    before = _server_state(settings)
+    real = settings.known_hosts.read_text().split()
+    revoked = blog.path / "known_hosts_revoked"
+    # The server's real key, once trusted and once revoked: OpenSSH refuses it, and so do we.
+    revoked.write_text(f"{' '.join(real)}\n@revoked {' '.join(real)}\n")
+    _point_known_hosts(blog, revoked)
+
+    for task in ("deploy", "status"):
+        result = blog.fab(task, check=False)
+        assert result.returncode == 1, result.stdout
+        assert "revoked" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert _server_state(settings) == before
+
+
 def _point_known_hosts(blog, path: Path) -> None:
     """Override DEPLOY_KNOWN_HOSTS in the blog copy's sandboxconf.py, like a user editing settings."""
     conf = blog.path / "sandboxconf.py"
