@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy import certificates, diagnose
-from deploy.connection import connect
+from deploy import certificates, diagnose, state as host_state
+from deploy.connection import connect_all
 from deploy.errors import ChallengeCheckFailed
 from deploy.sandbox import NGINX, _free_ports
 from deploy.verify import fetch_https
@@ -66,12 +66,14 @@ def _no_tokens_left(settings) -> bool:
 
 def _order_refused(settings, order_settings=None) -> str:
     """Run an order (with ``order_settings``, default ``settings``) that the pre-check must stop; its message."""
-    conn = connect(settings)
+    servers = connect_all(settings)
     try:
+        states = servers.each_or_raise(host_state.read, settings, stage="reading the server's state")
+        assert {server.address for server in servers} == {"127.0.0.1"}  # what the pre-check calls "this server"
         with pytest.raises(ChallengeCheckFailed) as err:
-            certificates.obtain(conn, order_settings or settings)
+            certificates.obtain(servers, states, order_settings or settings)
     finally:
-        conn.close()
+        servers.close()
     return str(err.value)
 
 
