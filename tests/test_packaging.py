@@ -22,6 +22,9 @@ def test_wheel_contains_the_plugin_and_the_deploy_package(tmp_path):
     assert "pelican_https/__init__.py" in names
     assert "deploy/__init__.py" in names
     assert "deploy/tasks.py" in names and "deploy/sandbox.py" in names
+    assert "pelican_https/hostnames.py" in names
+    # the administrator's scripts are package data: fab server-setup prints them from the wheel
+    assert "deploy/scripts/server-setup.sh" in names and "deploy/scripts/server-remove.sh" in names
     assert not any(n.startswith(("tests/", "example_site/", "benchmarks/")) for n in names)
 
 
@@ -33,11 +36,76 @@ def test_example_workflow_is_valid_for_github_actions():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _load_yaml(path: Path) -> dict:
+    from ruamel.yaml import YAML  # check-jsonschema's own YAML parser
+
+    return YAML(typ="safe").load(path.read_text())
+
+
 def test_workflow_runs_on_push_schedule_and_by_hand_with_secrets():
     text = (ROOT / "example_site" / ".github" / "workflows" / "deploy.yml").read_text()
     for needle in ("push:", "branches: [main]", "schedule:", "cron:", "workflow_dispatch:",
                    "secrets.DEPLOY_SSH_KEY", "secrets.DEPLOY_KNOWN_HOSTS", "fab deploy", "pelican content"):
         assert needle in text, needle
+
+
+def test_the_schedule_only_renews_and_pushes_deploy():
+    """A scheduled deploy put main back live every day and undid `fab rollback` (issue 14)."""
+    workflow = _load_yaml(ROOT / "example_site" / ".github" / "workflows" / "deploy.yml")
+    steps = workflow["jobs"]["deploy"]["steps"]
+    by_command = {step["run"].split()[0] + " " + step["run"].split()[1]: step for step in steps if "run" in step
+                  and step["run"].split()[0] in ("fab", "pelican")}
+    assert by_command["fab deploy"]["if"] == "github.event_name != 'schedule'"
+    assert by_command["pelican content"]["if"] == "github.event_name != 'schedule'"
+    assert by_command["fab renew"]["if"] == "github.event_name == 'schedule'"
+    assert not any("rollback" in step.get("run", "") for step in steps)
+
+
+def test_the_workflow_installs_a_pinned_commit_and_caches_pip():
+    """`pip install pelican-https` installed nothing: there is no release yet."""
+    workflow = _load_yaml(ROOT / "example_site" / ".github" / "workflows" / "deploy.yml")
+    spec = workflow["env"]["PELICAN_HTTPS"]
+    assert spec.startswith("pelican-https @ git+https://github.com/")
+    ref = spec.rsplit("@", 1)[1]
+    assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), "pin a full commit id"
+    setup = next(step for step in workflow["jobs"]["deploy"]["steps"] if step.get("uses", "").startswith("actions/setup-python"))
+    assert setup["with"]["cache"] == "pip" and setup["with"]["cache-dependency-path"] == ".github/workflows/deploy.yml"
+    assert any(step.get("run") == 'pip install "$PELICAN_HTTPS"' for step in workflow["jobs"]["deploy"]["steps"])
+
+
+def test_release_workflow_is_valid_and_publishes_with_trusted_publishing():
+    path = ROOT / ".github" / "workflows" / "release.yml"
+    check = Path(sys.executable).with_name("check-jsonschema")
+    result = subprocess.run([str(check), "--builtin-schema", "vendor.github-workflows", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    workflow = _load_yaml(path)
+    assert workflow["on"] == {"push": {"tags": ["v*"]}}
+    assert workflow["permissions"] == {"contents": "read"}
+    build, publish = workflow["jobs"]["build"], workflow["jobs"]["publish"]
+    runs = "\n".join(step.get("run", "") for step in build["steps"])
+    assert "python -m build" in runs and "twine check --strict dist/*" in runs
+    assert "id-token" not in build.get("permissions", {})  # only the publishing job may get an identity token
+    assert publish["needs"] == "build" and publish["permissions"] == {"id-token": "write"}
+    assert publish["environment"]["name"] == "pypi"
+    assert publish["steps"][-1]["uses"] == "pypa/gh-action-pypi-publish@release/v1"
+    assert not any("password" in str(step.get("with", {})) for step in publish["steps"])  # no stored token
+
+
+def test_sdist_and_wheel_pass_the_release_checks(tmp_path):
+    """What the release job runs, offline: both distributions build and pass `twine check --strict`
+    (metadata, and the README as PyPI renders it)."""
+    result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(tmp_path), str(ROOT)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(list(tmp_path.glob("pelican_https-*.tar.gz"))) == 1 and len(list(tmp_path.glob("pelican_https-*.whl"))) == 1
+    import tarfile
+
+    sdist = tarfile.open(next(tmp_path.glob("*.tar.gz")))
+    assert any(name.endswith("deploy/scripts/server-remove.sh") for name in sdist.getnames())
+    twine = Path(sys.executable).with_name("twine")
+    check = subprocess.run([str(twine), "check", "--strict", *map(str, tmp_path.iterdir())], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_project_workflow_is_valid_for_github_actions():
