@@ -124,6 +124,7 @@ def obtain(servers: Servers, states: dict[Server, HostState], settings: DeploySe
         tokens = [probe[0]]
         _put_tokens(servers, settings, [probe])
         diagnose.check(settings, addresses, *probe)
+        _check_every_host(servers, settings, *probe)
 
         # 2. RFC 8555: directory, account (looked up, registered only if unknown), new order.
         session = acme_client.open_session(settings, _account_key(servers, settings), _verify(settings))
@@ -160,6 +161,19 @@ def obtain(servers: Servers, states: dict[Server, HostState], settings: DeploySe
     cert_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}-{cert.serial_number:x}"[:60]
     log.info("issued certificate serial %x, valid until %s", cert.serial_number, cert.not_valid_after_utc)
     return Issued(cert_id, chain, key_pem, cert)
+
+
+def _check_every_host(servers: Servers, settings: DeploySettings, token: str, expected: str) -> None:
+    """The CA may reach any host of the group (DNS round-robin, a load balancer): every host must
+    answer the token for every domain at its own address, not only those DNS names today."""
+    if len(servers) < 2:
+        return
+    addresses = sorted({server.address for server in servers})
+    for domain in settings.domains:
+        probes = [diagnose.fetch(domain, address, settings.http_port, token, expected) for address in addresses]
+        problem = diagnose.verdict(domain, addresses, probes, set(addresses), settings.http_port)
+        if problem:
+            raise diagnose.failed([problem])
 
 
 def _csr(key_pem: bytes, settings: DeploySettings) -> bytes:

@@ -187,13 +187,13 @@ def check(settings, server_addresses: set[str], token: str, expected: str) -> No
     if any fetch does not return it."""
     problems = [p for domain in settings.domains if (p := _problem(settings, domain, server_addresses, token, expected))]
     if problems:
-        raise _failed(problems)
+        raise failed(problems)
 
 
 def check_domain(settings, domain: str, server_addresses: set[str], token: str, expected: str) -> None:
     problem = _problem(settings, domain, server_addresses, token, expected)
     if problem:
-        raise _failed([problem])
+        raise failed([problem])
 
 
 def _problem(settings, domain: str, server_addresses: set[str], token: str, expected: str) -> str | None:
@@ -218,7 +218,7 @@ def verdict(domain: str, addresses: list[str], probes: list[Probe], server_addre
     return None
 
 
-def _failed(problems: list[str]) -> ChallengeCheckFailed:
+def failed(problems: list[str]) -> ChallengeCheckFailed:
     return ChallengeCheckFailed(
         "checked the challenge URL the way the CA will, before asking it: " + "; ".join(problems)
         + ". The CA was not asked, so no failed validation was spent (Let's Encrypt allows 5 per hour)")

@@ -355,6 +355,9 @@ def rehearsal_settings(siteurl: str, sandbox_file: str | os.PathLike | None = No
         raise SandboxError("PELICAN_HTTPS_SANDBOX is not set: start a sandbox first (python -m deploy.sandbox) and export it")
     values = json.loads(Path(path).read_text())
     parts = urlsplit(siteurl)
+    # The sandbox's host or hosts replace the blog's own: one of DEPLOY_HOST and DEPLOY_HOSTS only.
+    values.setdefault("DEPLOY_HOST", None)
+    values.setdefault("DEPLOY_HOSTS", None)
     values["SITEURL"] = urlunsplit(("https", f"{parts.hostname}:{values['DEPLOY_HTTPS_PORT']}", parts.path, "", ""))
     return values
 
@@ -397,6 +400,7 @@ def start_sandbox(*, hosts: int = 1, cert_validity_seconds: int | None = None, n
             _start_sshd(sb, host)
             _start_nginx(sb, host)
         sb.known_hosts.write_text("".join(f"[{h.address}]:{h.ssh_port} {h.host_key}\n" for h in sb.hosts))
+        _wait_for_acme(sb)  # Pebble started first and came up while the hosts did
         sb.refresh_served_root()
         sb.add_site(SITE_NAME)
         sb.write_settings_file()
@@ -461,13 +465,18 @@ def _start_acme(sb: Sandbox, acme_port: int, mgmt_port: int, dns_port: int, cts_
         ["pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01", f"127.0.0.1:{dns_port}",
          "-management", f"127.0.0.1:{cts_port}", "-http01", "", "-https01", "", "-tlsalpn01", ""],
         d / "challtestsrv.log")
-    _wait_for_port(cts_port, "pebble-challtestsrv", d / "challtestsrv.log")
     env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT=str(nonce_reject))
     if authz_reuse is not None:
         env["PEBBLE_AUTHZREUSE"] = str(authz_reuse)
     sb.pebble_argv = ["pebble", "-config", str(d / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns_port}"]
     sb.pebble_env = env
     sb.services["pebble"] = _spawn(sb.pebble_argv, d / "pebble.log", env=env)
+
+
+def _wait_for_acme(sb: Sandbox) -> None:
+    """Pebble and its DNS started with _start_acme: wait until both answer (the hosts start meanwhile)."""
+    d = sb.root / "pebble"
+    _wait_for_port(int(sb.challtestsrv_url.rsplit(":", 1)[1]), "pebble-challtestsrv", d / "challtestsrv.log")
     _wait_for(lambda: _get(sb.acme_directory, sb.acme_ca_bundle), "Pebble", d / "pebble.log")
 
 

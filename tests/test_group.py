@@ -1,0 +1,139 @@
+"""Several web servers, one site (issue 16): `fab deploy` to a group of three real hosts.
+
+Each host of ``sandbox3`` has its own sshd, nginx, network namespace and files (deploy/sandbox.py);
+one Pebble validates HTTP-01 at whatever address DNS gives. Every test asserts what every host
+serves afterwards, fetched at the host's own address.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from deploy.verify import fetch_https
+
+
+def serving(blog) -> list[tuple[str, int, bytes]]:
+    """(live release id, certificate serial, index page) of every host, fetched at its own address."""
+    settings = blog.settings()
+    seen = []
+    for host in blog.sandbox.hosts:
+        current = host.local_path(settings.current_link)
+        release = os.readlink(current).rsplit("/", 1)[-1] if current.is_symlink() else ""
+        answer = fetch_https(settings, settings.canonical_domain, address=host.address)
+        seen.append((release, answer.certificate.serial_number, answer.body))
+    return seen
+
+
+def own_domains(blog, name: str) -> None:
+    """Each test's blog has names of its own: nginx refuses two sites claiming one name."""
+    with open(blog.path / "sandboxconf.py", "a") as f:
+        f.write(f"\nDEPLOY_DOMAINS = ['{name}.example.com', 'www.{name}.example.com']\n"
+                f"SITEURL = 'https://{name}.example.com:' + str(DEPLOY_HTTPS_PORT)\n")
+
+
+def test_one_order_validated_through_a_host_that_is_not_first_then_all_hosts_serve_it(make_blog3, sandbox3):
+    blog = make_blog3("group-first")
+    own_domains(blog, "group-first")
+    blog.build()
+    # DNS sends the CA to the third host only: the order can succeed only if its token is there too.
+    third = sandbox3.hosts[2].address
+    for name in ("group-first.example.com", "www.group-first.example.com"):
+        sandbox3.set_dns(name, [third])
+    result = blog.fab("deploy")
+    assert len(re.findall(r"order https://", result.stderr)) == 1, result.stderr
+    seen = serving(blog)
+    assert len({(release, serial) for release, serial, _ in seen}) == 1, seen
+    assert all(b"An Example Blog" in body for *_, body in seen)
+    assert "on " + ", ".join(h.ssh_target for h in sandbox3.hosts) in result.stdout
+
+    # fab status and fab releases: one line (block) per host, the same release everywhere.
+    releases = blog.fab("releases").stdout
+    assert all(f"[{h.ssh_target}]" in releases for h in sandbox3.hosts) and releases.count("(live)") == 3
+    status = blog.fab("status").stdout
+    assert status.count("last deploy: release " + seen[0][0]) == 3, status
+
+
+def test_a_host_unreachable_at_start_changes_nothing_anywhere(make_blog3, sandbox3):
+    blog = make_blog3("group-down")
+    own_domains(blog, "group-down")
+    blog.build()
+    blog.fab("deploy")
+    before = serving(blog)
+    (blog.path / "output" / "index.html").write_text("<p>must not go live</p>")
+    sandbox3.hosts[1].stop_sshd()
+    result = blog.fab("deploy", check=False)
+    assert result.returncode == 1
+    assert sandbox3.hosts[1].ssh_target in result.stderr and "Nothing was changed" in result.stderr, result.stderr
+    sandbox3.hosts[1].start_sshd()
+    assert serving(blog) == before
+
+
+def test_nginx_t_failing_on_one_host_means_no_host_switches(make_blog3, sandbox3):
+    blog = make_blog3("group-nginx")
+    own_domains(blog, "group-nginx")
+    blog.build()
+    blog.fab("deploy")
+    before = serving(blog)
+    with open(blog.path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_HSTS_MAX_AGE = 600\n")  # a new vhost, so nginx -t runs on every host
+    (blog.path / "output" / "index.html").write_text("<p>must not go live</p>")
+    sandbox3.hosts[2].break_nginx()
+    result = blog.fab("deploy", check=False)
+    assert result.returncode == 1 and "nginx -t" in result.stderr, result.stderr
+    assert sandbox3.hosts[2].ssh_target in result.stderr
+    sandbox3.hosts[2].repair_nginx()
+    assert serving(blog) == before
+    for host in sandbox3.hosts:
+        assert not list(host.local_path(blog.settings().releases_dir).glob("*.partial"))
+
+
+def test_a_commit_failing_on_one_host_switches_the_others_back(make_blog3, sandbox3):
+    blog = make_blog3("group-commit")
+    own_domains(blog, "group-commit")
+    blog.build()
+    blog.fab("deploy")
+    before = serving(blog)
+    with open(blog.path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_HSTS_MAX_AGE = 600\n")
+    (blog.path / "output" / "index.html").write_text("<p>must not go live</p>")
+    # nginx -t passes on the second host (its config is fine), but its reload fails: nginx is not running.
+    sandbox3.hosts[1].stop_nginx()
+    result = blog.fab("deploy", check=False)
+    sandbox3.hosts[1].start_nginx()
+    assert result.returncode == 1
+    assert "no host switches" in result.stderr and "put back" in result.stderr, result.stderr
+    assert serving(blog) == before
+    settings = blog.settings()
+    for host in sandbox3.hosts:
+        assert "max-age=600" not in host.local_path(settings.vhost_file).read_text()
+
+
+def test_a_host_added_later_joins_without_a_new_order_and_rollback_moves_all(make_blog3, sandbox3):
+    blog = make_blog3("group-join")
+    own_domains(blog, "group-join")
+    blog.build()
+    two = [h.ssh_target for h in sandbox3.hosts[:2]]
+    conf = blog.path / "sandboxconf.py"
+    base = conf.read_text()
+    conf.write_text(base + f"\nDEPLOY_HOSTS = {two!r}\n")
+    first = blog.fab("deploy")
+    assert len(re.findall(r"order https://", first.stderr)) == 1
+    conf.write_text(base)  # all three hosts
+    (blog.path / "output" / "index.html").write_text("<p>version two</p>")
+    joined = blog.fab("deploy")
+    assert "order https://" not in joined.stderr, joined.stderr
+    assert "copied from" in joined.stderr
+    seen = serving(blog)
+    assert len({(release, serial) for release, serial, _ in seen}) == 1 and all(b"version two" in b for *_, b in seen)
+
+    rolled = blog.fab("rollback", check=False)
+    # The third host has only the second release: a rollback to the first cannot move every host, so none moves.
+    assert rolled.returncode == 1 and sandbox3.hosts[2].ssh_target in rolled.stderr, rolled.stderr
+    assert serving(blog) == seen
+    (blog.path / "output" / "index.html").write_text("<p>version three</p>")
+    blog.fab("deploy")
+    back = blog.fab("rollback")
+    assert "is live" in back.stdout
+    after = serving(blog)
+    assert len({release for release, _, _ in after}) == 1 and all(b"version two" in b for *_, b in after)
