@@ -111,3 +111,14 @@ def make_blog3(tmp_path, sandbox3):
         return Blog(path, sandbox3, site)
     yield make
     sandbox3.heal()
+
+
+SANDBOX_FIXTURES = {"sandbox", "sandbox3", "make_blog", "make_blog3"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tiers: every test that uses a sandbox fixture is marked `sandbox` (it still fails loudly,
+    never skips, when the sandbox cannot start); `pytest -m "not sandbox"` runs the rest without root."""
+    for item in items:
+        if SANDBOX_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.sandbox)
