@@ -37,6 +37,13 @@ are shared by the group):
 
 DNS: pebble-challtestsrv answers every name with 127.0.0.1 (host 0); ``set_dns(name, addresses)``
 makes a name resolve to the addresses a test chooses, and Pebble validates HTTP-01 there.
+
+Faults for tests, per host: ``stop_sshd()`` (new connections refused), ``stop_nginx()`` (its
+``nginx -s reload`` then fails), ``break_nginx()`` (``nginx -t`` fails there, nothing reloaded);
+each has its opposite, and ``Sandbox.heal()`` undoes all of them and every ``set_dns``.
+
+``python -m deploy.sandbox [--hosts N]`` runs one until Ctrl-C (or SIGTERM) and prints what a
+client needs: addresses, ports, the files to trust and the settings file (never the environment).
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -771,21 +779,29 @@ def _make_leaf(ca_key, ca_cert):
     return key, cert
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """`python -m deploy.sandbox [--hosts N]`: start a sandbox, print what a client needs, stop it on Ctrl-C."""
-    parser = argparse.ArgumentParser(description="Start a local sandbox server (Pebble, DNS, sshd, nginx) until Ctrl-C.")
-    parser.add_argument("--hosts", type=int, default=1, help=f"number of servers (1 to {MAX_HOSTS}; default 1)")
+    parser = argparse.ArgumentParser(prog="python -m deploy.sandbox", description="Start a local sandbox server (Pebble, DNS, sshd, nginx) until Ctrl-C.")
+    parser.add_argument("--hosts", type=int, default=1, choices=range(1, MAX_HOSTS + 1), metavar="N",
+                        help=f"number of servers, 1 to {MAX_HOSTS} (default 1)")
     args = parser.parse_args(argv)
-    sb = start_sandbox(hosts=args.hosts)
-    # Only what a client needs: never the process environment (it may hold secrets).
-    print(describe(sb, sb.write_settings_file()))
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as cleanly as Ctrl-C
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as cleanly as Ctrl-C, even while it starts
     try:
+        sb = start_sandbox(hosts=args.hosts)
+    except SandboxError as exc:
+        print(f"the sandbox could not start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # start_sandbox removed what it had made
+        return 1
+    try:
+        # Only what a client needs: never the process environment (it may hold secrets).
+        print(describe(sb, sb.write_settings_file()), flush=True)
         signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
         stop_sandbox(sb)
+    return 0
 
 
 def _interrupt(signum, frame):
@@ -812,4 +828,4 @@ def describe(sb: Sandbox, settings_file: Path) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
