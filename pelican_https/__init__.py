@@ -35,40 +35,29 @@ An explicit ":80" port is dropped when a URL is upgraded (it is http's
 default port and would be wrong for https); other ports are kept.
 """
 
-import time
+from pelican import signals
 
-_started = time.perf_counter()  # importing the plugin is part of its cost to a build
-
-from pelican import signals  # noqa: E402
-
-from . import plugin  # noqa: E402
-
-plugin.import_seconds = time.perf_counter() - _started
-del _started
+from . import plugin
 
 
 def register() -> None:
-    # Validate the settings once Pelican is configured.
+    # Check the settings once Pelican is configured: a bad one stops it.
     signals.initialized.connect(plugin.on_initialized)
     # A new state as each run starts (pelican --autoreload runs again).
     signals.get_generators.connect(plugin.on_run_start)
-    # Our Writer rewrites pages and feeds in memory before writing them: no
-    # second read-and-write pass over Pelican's output.
-    signals.get_writer.connect(plugin.provide_writer)
-    # Remembers every content object: the report names the source file an
-    # insecure URL came from (and the source of each static file).
+    # Every content object, for the content pass and to name each copied
+    # static file's source in the report.
     signals.content_object_init.connect(plugin.on_content_object_init)
-    # Every content object is read, no template has run: upgrade each
-    # article's/page's HTML once here, not in every page and feed showing it.
+    # Every content object is read and no template has run: upgrade each
+    # article's and page's HTML once here, not in every page and feed showing it.
     signals.all_generators_finalized.connect(plugin.on_all_generators_finalized)
-    # The articles' (then the pages') generator has written its last file:
-    # our writer writes out the files it holds, before anything can look.
-    signals.article_writer_finalized.connect(plugin.on_writer_finalized)
-    signals.page_writer_finalized.connect(plugin.on_writer_finalized)
-    # Only while another plugin's writer is used instead of ours: rewrite
-    # each file on disk as it is written, and map it to its article/page.
+    # Each page and feed as Pelican writes it (whichever writer writes it):
+    # rewritten in place, and scanned for what stays insecure.  A feed is a
+    # feed whatever its name (FEED_RSS = "feed").
     signals.content_written.connect(plugin.on_content_written)
     signals.feed_written.connect(plugin.on_feed_written)
-    # All output exists: rewrite copied static files and theme CSS, then report
-    # (raising here makes pelican exit non-zero in strict mode).
+    signals.article_writer_finalized.connect(plugin.on_writer_finalized)
+    signals.page_writer_finalized.connect(plugin.on_writer_finalized)
+    # All output exists: rewrite copied static files, theme CSS and other
+    # plugins' files, then report (strict mode stops pelican here).
     signals.finalized.connect(plugin.on_finalized)

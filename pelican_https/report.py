@@ -1,299 +1,226 @@
-"""Aggregating findings over a build into the text and the JSON report.
+"""What a build upgraded and what stays insecure, as people act on it.  Pure.
 
-Pure: the plugin feeds it one ``RewriteResult`` per content object (the
-pass over each article's HTML before templates run: upgrades counted once,
-not once per page and feed that shows the article), one per output file
-(what remains insecure is reported from there, file by file), and a function
-telling which source content file a URL came from.
+The plugin feeds the ``Collector`` one ``RewriteResult`` per content object
+(each article's and page's HTML, upgraded once before templates run) and one
+per output file (what stays insecure is found there, page by page).  The
+``Report`` lists each insecure URL once, with how many pages show it and the
+source files it comes from, grouped by what to do about it:
+
+- mixed content: subresources of HTML pages and CSS, which browsers block or
+  flag (act on these);
+- http links to the site's own hosts (act on these too);
+- subresources inside feed entries: feed readers fetch them, not browsers;
+- links to other hosts, counted by host, naming those that look like the
+  site's own (the same registrable domain).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Sequence
-from typing import Callable, NamedTuple
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, NamedTuple
 from urllib.parse import urlsplit
 
-from .rewrite import SUBRESOURCE, RewriteResult
+from .rewrite import SUBRESOURCE, Finding, RewriteResult
 
-# the three kinds of what remains insecure, in report order
-SUBRESOURCES = "subresources"          # browsers block or flag: mixed content
-OWN_DOMAIN_LINKS = "own_domain_links"  # http links to the site's own hosts
-OTHER_LINKS = "other_links"            # http links to other hosts
-KINDS = (SUBRESOURCES, OWN_DOMAIN_LINKS, OTHER_LINKS)
+MIXED_CONTENT = "mixed_content"
+OWN_LINKS = "own_http_links"
+FEED_SUBRESOURCES = "feed_subresources"
+OTHER_LINKS = "other_http_links"
+CATEGORIES = (MIXED_CONTENT, OWN_LINKS, FEED_SUBRESOURCES, OTHER_LINKS)
+ACT_ON = (MIXED_CONTENT, OWN_LINKS)  # logged as warnings; the rest at INFO
 
-SourceOf = Callable[[str, str], "str | None"]  # (output file, url) -> source
+HEADINGS = {
+    MIXED_CONTENT: "insecure subresources on {pages} (mixed content: browsers block or flag them)",
+    OWN_LINKS: "http links to the site's own hosts on {pages}",
+    FEED_SUBRESOURCES: "insecure subresources in feed entries, in {pages} (feed readers fetch them, not browsers)",
+}
+# Second-level labels under which a country's registrable domains sit
+# (example.co.uk): enough to tell a blog's own subdomains without the whole
+# Public Suffix List.
+SECOND_LEVEL_LABELS = frozenset("co com net org ac gov edu ne or go".split())
+
+SourcesOf = Callable[[str, str], Iterable[str]]  # (output file, url) -> its source files
 
 
-class Remaining(NamedTuple):
-    """One insecure URL left in the output.  (A named tuple: a big site has
-    thousands, and a frozen dataclass is several times slower to create.)"""
-
-    output: str        # output file, relative to OUTPUT_PATH, "/"-separated
+class Place(NamedTuple):
+    output: str  # output file, relative to OUTPUT_PATH, "/"-separated
     line: int
+
+
+@dataclass
+class Entry:
+    """One insecure URL of one category, wherever it shows."""
+
     url: str
-    where: str
-    source: str | None  # source content file, None for theme/settings/static
+    wheres: set[str] = field(default_factory=set)    # "img src", "escaped img src"...
+    places: list[Place] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)   # source files, relative to PATH
+
+    @property
+    def pages(self) -> int:
+        return len({place.output for place in self.places})
+
+
+@dataclass
+class Counts:
+    files_scanned: int = 0
+    files_changed: int = 0
+    urls_upgraded_in_files: int = 0
+    contents_scanned: int = 0
+    contents_changed: int = 0
+    urls_upgraded_in_contents: int = 0
 
 
 class Collector:
-    """Findings of one build, content object by content object and output
-    file by output file."""
+    """The findings of one build: content object by content object, output
+    file by output file (a file written again replaces what it had)."""
 
-    def __init__(self):
-        self.files_scanned = 0
-        self.contents_scanned = 0
-        self.contents_changed = 0
-        self.content_urls_upgraded = 0  # once per content object
-        # The findings in the order added, column by column: no object per
-        # finding outlives its file's pass.  (A big site has thousands; kept to
-        # the end of the build, they were enough to set off one more full
-        # garbage collection of Pelican's whole heap, at the report.)
-        self._outputs: list[str] = []
-        self._urls: list[str] = []
-        self._kinds: list[str] = []
-        self._owns: list[bool] = []
-        self._wheres: list[str] = []
-        self._lines: list[int] = []
-        self._changed: set[str] = set()      # outputs that changed (rare after the content pass)
-        self._upgraded: dict[str, int] = {}  # output -> URLs upgraded in it (template/theme URLs...)
-
-    @property
-    def files_changed(self) -> int:
-        return len(self._changed)
-
-    @property
-    def urls_upgraded(self) -> int:  # in output files
-        return sum(self._upgraded.values())
-
-    def add(self, output: str, result: RewriteResult, changed: bool) -> None:
-        self.files_scanned += 1
-        if changed:
-            self._changed.add(output)
-        if result.upgraded:
-            self._upgraded[output] = result.upgraded
-        insecure = result.insecure
-        if insecure:
-            urls, kinds, owns, wheres, lines = zip(*insecure)  # Finding's fields
-            self._outputs.extend([output] * len(insecure))
-            self._urls.extend(urls)
-            self._kinds.extend(kinds)
-            self._owns.extend(owns)
-            self._wheres.extend(wheres)
-            self._lines.extend(lines)
-
-    def forget(self, output: str) -> None:
-        """Drop what ``add`` recorded for ``output``: the file is written
-        again (Pelican's ``override_output``), and added again."""
-        self.files_scanned -= 1
-        self._changed.discard(output)
-        self._upgraded.pop(output, None)
-        keep = [i for i, kept in enumerate(self._outputs) if kept != output]
-        if len(keep) < len(self._outputs):
-            for column in (self._outputs, self._urls, self._kinds, self._owns,
-                           self._wheres, self._lines):
-                column[:] = [column[i] for i in keep]
+    def __init__(self) -> None:
+        self.counts = Counts()
+        self.outputs: dict[str, tuple[bool, int, list[Finding]]] = {}  # output -> (feed, upgraded, insecure)
 
     def add_content(self, upgraded: int) -> None:
-        """One content object's HTML fields, rewritten before rendering.  Its
-        findings are not kept: the output files that show the content are
-        scanned too, and report them with their output file and line."""
-        self.contents_scanned += 1
-        self.contents_changed += upgraded > 0
-        self.content_urls_upgraded += upgraded
+        self.counts.contents_scanned += 1
+        self.counts.contents_changed += upgraded > 0
+        self.counts.urls_upgraded_in_contents += upgraded
 
-    def report(self, source_of: SourceOf, siteurl: str | None = None,
-               siteurl_insecure: bool = False, seconds: float = 0.0) -> "Report":
-        remaining = {kind: RemainingList() for kind in KINDS}
-        outputs, urls, kinds, owns = self._outputs, self._urls, self._kinds, self._owns
-        wheres, lines = self._wheres, self._lines
-        # ordered by (output, line), findings of one line in the order added:
-        # two stable sorts of indices (a file's findings come in text order,
-        # so the first sort only matters for a file added twice)
-        order = sorted(range(len(outputs)), key=lines.__getitem__)
-        order.sort(key=outputs.__getitem__)
-        for i in order:
-            output, url = outputs[i], urls[i]
-            if kinds[i] == SUBRESOURCE:
-                kind = SUBRESOURCES
-            elif owns[i]:
-                kind = OWN_DOMAIN_LINKS
-            else:
-                kind = OTHER_LINKS
-            source = source_of(output, url) if kind != OTHER_LINKS else None
-            remaining[kind].append(output, lines[i], url, wheres[i], source)
-        return Report(self.files_scanned, self.files_changed, self.urls_upgraded,
-                      remaining, siteurl, siteurl_insecure, seconds,
-                      self.contents_scanned, self.contents_changed,
-                      self.content_urls_upgraded)
+    def add_output(self, output: str, feed: bool, result: RewriteResult) -> None:
+        self.outputs[output] = (feed, result.upgraded, result.insecure)
+
+    def report(self, sources_of: SourcesOf, own_hosts: Iterable[str]) -> "Report":
+        counts = Counts(**vars(self.counts))
+        counts.files_scanned = len(self.outputs)
+        entries: dict[str, dict[str, Entry]] = {category: {} for category in CATEGORIES}
+        for output in sorted(self.outputs):
+            feed, upgraded, insecure = self.outputs[output]
+            counts.files_changed += upgraded > 0
+            counts.urls_upgraded_in_files += upgraded
+            for finding in insecure:
+                entry = entries[category(finding, feed)].setdefault(finding.url, Entry(finding.url))
+                entry.wheres.add(finding.where)
+                entry.places.append(Place(output, finding.line))
+        for category_entries in entries.values():
+            for entry in category_entries.values():
+                for output in dict.fromkeys(place.output for place in entry.places):
+                    entry.sources.update(sources_of(output, entry.url))
+        ordered = {category: sorted(found.values(), key=lambda e: (-e.pages, e.url))
+                   for category, found in entries.items()}
+        return Report(counts, ordered, frozenset(own_hosts))
 
 
-class RemainingList(Sequence):
-    """The ``Remaining`` items of one kind, stored column by column (no
-    object per item: see ``Collector``); indexing and iterating give
-    ``Remaining`` tuples."""
-
-    __slots__ = ("outputs", "lines", "urls", "wheres", "sources")
-
-    def __init__(self):
-        self.outputs: list[str] = []
-        self.lines: list[int] = []
-        self.urls: list[str] = []
-        self.wheres: list[str] = []
-        self.sources: list[str | None] = []
-
-    def append(self, output: str, line: int, url: str, where: str, source: str | None) -> None:
-        self.outputs.append(output)
-        self.lines.append(line)
-        self.urls.append(url)
-        self.wheres.append(where)
-        self.sources.append(source)
-
-    def __len__(self) -> int:
-        return len(self.outputs)
-
-    def __getitem__(self, index):
-        columns = (self.outputs, self.lines, self.urls, self.wheres, self.sources)
-        if isinstance(index, slice):
-            return [Remaining(*item) for item in zip(*(column[index] for column in columns))]
-        return Remaining(*(column[index] for column in columns))
-
-    def __iter__(self):
-        return map(Remaining, self.outputs, self.lines, self.urls, self.wheres, self.sources)
-
-    def json_lines(self, encode: Callable[[str], str]) -> list[str]:
-        """Each item as ``json.dumps(item._asdict())`` writes it (default
-        separators), built from the columns: no dict per item."""
-        return [
-            f'{{"output": {encode(output)}, "line": {line}, "url": {encode(url)}, '
-            f'"where": {encode(where)}, "source": {"null" if source is None else encode(source)}}}'
-            for output, line, url, where, source
-            in zip(self.outputs, self.lines, self.urls, self.wheres, self.sources)
-        ]
+def category(finding: Finding, feed: bool) -> str:
+    if finding.kind == SUBRESOURCE:
+        return FEED_SUBRESOURCES if feed else MIXED_CONTENT
+    return OWN_LINKS if finding.own else OTHER_LINKS
 
 
-class Report(NamedTuple):
-    """The end-of-build report.  (Not a dataclass: see rewrite.Rules.)"""
-
-    files_scanned: int
-    files_changed: int
-    urls_upgraded: int  # in output files only
-    remaining: dict[str, RemainingList]
-    siteurl: str | None = None
-    siteurl_insecure: bool = False
-    seconds: float = 0.0  # the plugin's own time in the build (wall clock around its code)
-    contents_scanned: int = 0
-    contents_changed: int = 0
-    content_urls_upgraded: int = 0  # in content objects, once each
+@dataclass
+class Report:
+    counts: Counts
+    entries: dict[str, list[Entry]]  # category -> entries, most pages first
+    own_hosts: frozenset[str]
 
     @property
-    def insecure_subresources(self) -> int:
-        return len(self.remaining[SUBRESOURCES])
+    def mixed_content(self) -> int:
+        return len(self.entries[MIXED_CONTENT])
 
-    def text_lines(self, max_items: int = 100) -> list[str]:
-        """The report as printed at the end of the build, one line per item
-        (at most ``max_items`` per kind; the JSON report lists them all)."""
-        subresources = self.remaining[SUBRESOURCES]
-        own_links = self.remaining[OWN_DOMAIN_LINKS]
-        other_links = self.remaining[OTHER_LINKS]
-        lines = [
-            f"https: scanned {self.files_scanned} files and {self.contents_scanned} "
-            f"content sources, upgraded {self.urls_upgraded + self.content_urls_upgraded} "
-            f"http URLs: {self.content_urls_upgraded} in {self.contents_changed} content "
-            f"sources, {self.urls_upgraded} in {self.files_changed} output files"
-        ]
-        if self.siteurl_insecure:
-            lines.append(f"https: SITEURL is {self.siteurl!r}: http, not https")
-        lines.append(
-            f"https: {len(subresources)} insecure subresources remain "
-            "(browsers block or flag them as mixed content)"
-        )
-        lines += _items(subresources, max_items)
-        lines.append(f"https: {len(own_links)} http links to own hosts remain")
-        lines += _items(own_links, max_items)
-        hosts = Counter(_host_of(item.url) for item in other_links)
-        summary = ", ".join(f"{host} {count}" for host, count in
-                            sorted(hosts.items(), key=lambda hc: (-hc[1], hc[0]))[:5])
-        lines.append(
-            f"https: {len(other_links)} http links to other hosts remain"
-            + (f" ({summary}{', ...' if len(hosts) > 5 else ''})" if other_links else "")
-        )
+    def headline(self, rewrite: bool = True) -> str:
+        """One line saying what was upgraded, always shown."""
+        c = self.counts
+        if rewrite:
+            done = (f"upgraded {c.urls_upgraded_in_contents + c.urls_upgraded_in_files} http URLs: "
+                    f"{c.urls_upgraded_in_contents} in {c.contents_changed} articles/pages (and every "
+                    f"page and feed showing them), {c.urls_upgraded_in_files} in "
+                    f"{_plural(c.files_changed, 'other file')}")
+        else:
+            done = "audit only (HTTPS_REWRITE = False), nothing upgraded"
+        return (f"https: {done}; {c.files_scanned} files scanned; left: "
+                f"{len(self.entries[MIXED_CONTENT])} mixed content, "
+                f"{len(self.entries[OWN_LINKS])} own http links")
+
+    def lines(self, report_path: str | None = None, max_items: int = 20) -> list[tuple[bool, str]]:
+        """(warn, line) of everything below the headline: each insecure URL
+        once, at most ``max_items`` per category (all of them in the JSON
+        report at ``report_path``, if there is one)."""
+        lines = []
+        for kind in (MIXED_CONTENT, OWN_LINKS, FEED_SUBRESOURCES):
+            entries = self.entries[kind]
+            if not entries:
+                continue
+            pages = len({place.output for entry in entries for place in entry.places})
+            heading = HEADINGS[kind].format(pages=_plural(pages, "page" if kind != FEED_SUBRESOURCES else "feed"))
+            warn = kind in ACT_ON
+            lines.append((warn, f"https: {len(entries)} {heading}:"))
+            noun = "feed" if kind == FEED_SUBRESOURCES else "page"
+            lines += [(warn, f"https:   {_item(entry, noun)}") for entry in entries[:max_items]]
+            if len(entries) > max_items:
+                where = f" (all of them in {report_path})" if report_path else ""
+                lines.append((warn, f"https:   ... and {len(entries) - max_items} more{where}"))
+        lines += [(False, line) for line in self.other_hosts_lines()]
         return lines
 
-    def to_json(self, items_json: str | None = None) -> str:
-        """The JSON report: the summary indented, then one line per item
-        (``items_json``: what ``items_json()`` gave, if it was called already).
-
-        Only the small summary goes through ``json.dumps(indent=...)``: with
-        an indent, json encodes in pure Python, and a big site has thousands
-        of items (the C encoder is about ten times faster)."""
-        import json
-
-        summary = json.dumps(
-            {
-                "files_scanned": self.files_scanned,
-                "files_changed": self.files_changed,
-                "urls_upgraded": self.urls_upgraded + self.content_urls_upgraded,
-                "urls_upgraded_in_files": self.urls_upgraded,
-                "contents_scanned": self.contents_scanned,
-                "contents_changed": self.contents_changed,
-                "urls_upgraded_in_contents": self.content_urls_upgraded,
-                "siteurl": self.siteurl,
-                "siteurl_insecure": self.siteurl_insecure,
-                "own_seconds": round(self.seconds, 4),
-                "remaining": {kind: len(items) for kind, items in self.remaining.items()},
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-        if items_json is None:
-            items_json = self.items_json()
-        return summary[:-2] + ",\n" + items_json + "\n}\n"
-
-    def items_json(self) -> str:
-        """The JSON report's lists of items, its bulk (no figure of the
-        summary in it: the plugin makes it while its own time is counted)."""
-        # a string as json.dumps(..., ensure_ascii=False) writes it: the C
-        # function JSONEncoder.encode calls, without that method's Python
-        # call per string (four per item)
-        from json.encoder import encode_basestring as encode
-
-        lists = []
-        for kind in KINDS:
-            items = ",\n".join(f"    {line}" for line in self.remaining[kind].json_lines(encode))
-            lists.append(f'  "{kind}": [\n{items}\n  ]' if items else f'  "{kind}": []')
-        return ",\n".join(lists)
+    def other_hosts_lines(self, shown: int = 5) -> list[str]:
+        entries = self.entries[OTHER_LINKS]
+        if not entries:
+            return []
+        hosts = Counter()
+        for entry in entries:
+            hosts[host_of(entry.url)] += len(entry.places)
+        own_domains = {registrable_domain(host) for host in self.own_hosts}
+        looks_own = [h for h in hosts if registrable_domain(h) in own_domains]
+        others = [h for h in hosts if h not in looks_own]
+        lines = [f"https: {len(entries)} http URLs of other hosts are linked, "
+                 f"{sum(hosts.values())} times" + (f" ({_counted(others, hosts, shown)})" if others else "")]
+        if looks_own:
+            lines.append(f"https:   {_counted(looks_own, hosts, shown)} look like this site's own "
+                         "(same domain): list those it serves in HTTPS_HOSTS, others serving https "
+                         "in HTTPS_UPGRADE_HOSTS")
+        return lines
 
 
-_AUTHORITY_PART = re.compile(r"[^/?#]*(?://[^/?#]*)?")  # "http://host:port"
-_hosts: dict[str, str] = {}
+    def to_json(self) -> dict:
+        """The JSON report: the counts, then every insecure URL with every
+        place it shows in."""
+        return {
+            **vars(self.counts),
+            "urls_upgraded": self.counts.urls_upgraded_in_contents + self.counts.urls_upgraded_in_files,
+            "remaining": {kind: len(entries) for kind, entries in self.entries.items()},
+            **{kind: [{"url": entry.url, "where": sorted(entry.wheres), "pages": entry.pages,
+                       "sources": sorted(entry.sources),
+                       "found_in": [f"{p.output}:{p.line}" for p in entry.places]}
+                      for entry in entries]
+               for kind, entries in self.entries.items()},
+        }
 
 
-def _host_of(url: str) -> str:
-    # The host is a function of the URL up to its path: memoized by that
-    # part, as a site links to many pages of the same few hosts.
-    authority = _AUTHORITY_PART.match(url).group()
-    host = _hosts.get(authority)
-    if host is None:
-        try:
-            host = urlsplit(authority).hostname or "?"
-        except ValueError:  # "http://[oops/": no valid host
-            host = "?"
-        if len(_hosts) > 100_000:
-            _hosts.clear()
-        _hosts[authority] = host
-    return host
+def _counted(hosts: list[str], counts: Counter, shown: int) -> str:
+    ordered = sorted(hosts, key=lambda h: (-counts[h], h))
+    text = ", ".join(f"{host} {counts[host]}" for host in ordered[:shown])
+    return text + (f", and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
-def _items(items: Sequence[Remaining], max_items: int) -> list[str]:
-    lines = [f"https:   {_item(item)}" for item in items[:max_items]]
-    if len(items) > max_items:
-        lines.append(f"https:   ... and {len(items) - max_items} more (all of them in the "
-                     "JSON report, see HTTPS_REPORT_PATH)")
-    return lines
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def _item(item: Remaining) -> str:
-    source = f"from {item.source}" if item.source else "from the theme, settings or a static file"
-    return f"{item.output}:{item.line}: {item.where} {item.url} ({source})"
+def _item(entry: Entry, noun: str) -> str:
+    if entry.sources:
+        source = ", ".join(sorted(entry.sources))
+    else:
+        source = f"the theme or settings, e.g. {entry.places[0].output}:{entry.places[0].line}"
+    return f"{entry.url} ({', '.join(sorted(entry.wheres))}; {_plural(entry.pages, noun)}; from {source})"
+
+
+def host_of(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:  # "http://[oops/": no valid host
+        return "?"
+
+
+def registrable_domain(host: str) -> str:
+    """example.com for www.example.com; example.co.uk for a.example.co.uk."""
+    labels = host.rstrip(".").split(".")
+    take = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in SECOND_LEVEL_LABELS else 2
+    return ".".join(labels[-take:])

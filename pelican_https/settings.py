@@ -9,18 +9,20 @@ The site's own hosts are SITEURL's host, ``HTTPS_HOSTS``, the old hosts of
 ``HTTPS_HOST_MAP`` and, when the settings have it, ``DEPLOY_DOMAINS``: the
 list of domain names (canonical first) that ``fab deploy`` serves and gets
 the certificate for.  So a blog lists its names once, for both halves of the
-project; ``DEPLOY_DOMAINS`` is validated here like ``HTTPS_HOSTS`` (the
-deploy checks it again by its own rules).  Internationalized names may be
-written in Unicode: both their Unicode and their ASCII ("xn--") form are own
-hosts, as a page may spell a URL either way.
+project.  Every host name is spelled as the deploy spells it
+(``hostnames.normalize_host``: IDNA 2008, lower case, no trailing dot), and
+``DEPLOY_DOMAINS`` is held to the deploy's own rules.  Internationalized names
+may be written in Unicode: both their Unicode and their ASCII ("xn--") form
+are own hosts, as a page may spell a URL either way.
 """
 
 from __future__ import annotations
 
-import re
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 from urllib.parse import urlsplit
+
+from . import hostnames
 
 PREFIX = "HTTPS_"
 # Not ours, read when present: the deploy's domain names are own hosts too.
@@ -60,7 +62,7 @@ class SettingsError(ValueError):
     """A ``HTTPS_*`` setting has a value the plugin cannot use."""
 
 
-class HttpsSettings(NamedTuple):  # (not a dataclass: see rewrite.Rules)
+class HttpsSettings(NamedTuple):
     site_host: str | None          # SITEURL's host, None for a relative SITEURL
     site_scheme: str | None        # "http" / "https" / None
     hosts: frozenset[str]          # every own host, lower case (+ DEPLOY_DOMAINS)
@@ -73,50 +75,39 @@ class HttpsSettings(NamedTuple):  # (not a dataclass: see rewrite.Rules)
     file_extensions: tuple[str, ...]
 
 
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-_HOST_HINT = "a bare host name such as 'www.example.com' (no scheme, port or path)"
-
-
 def _error(name: str, value: Any, expected: str) -> SettingsError:
     return SettingsError(f"{name} = {value!r} is invalid: expected {expected}")
 
 
-def _host(name: str, value: Any, shown: Any = None, wildcard: bool = False) -> str:
-    shown = value if shown is None else shown
-    if not isinstance(value, str):
-        raise _error(name, shown, _HOST_HINT)
-    host = value.strip().lower()
-    if not host.isascii():  # an internationalized name: its ASCII form
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise _error(name, shown, _HOST_HINT) from None
-    candidate = host[2:] if wildcard and host.startswith("*.") else host
-    if not _HOST_RE.fullmatch(candidate):
-        hint = _HOST_HINT
-        if wildcard:
-            hint += " or '*.example.org' for every subdomain"
-        raise _error(name, shown, hint)
-    return host
+_HOST_HINT = "a list of host names, e.g. ['www.example.com']"
+
+
+def _host(name: str, value: Any, wildcard: bool = False) -> str:
+    """The host's one spelling (hostnames.normalize_host: IDNA 2008, lower
+    case, no trailing dot), as the deploy spells it; "*." kept for a wildcard.
+    The plugin's hosts may be single labels (localhost) and carry "_" (no
+    certificate names them); DEPLOY_DOMAINS follows the deploy's own rules."""
+    prefix = "*." if wildcard and isinstance(value, str) and value.startswith("*.") else ""
+    ours = name != DEPLOY_DOMAINS
+    try:
+        return prefix + hostnames.normalize_host(
+            name, value[len(prefix):] if prefix else value,
+            allow_underscore=ours, require_dot=not ours or bool(prefix))
+    except hostnames.HostNameError as error:
+        hint = " ('*.example.org' means every subdomain of example.org)" if wildcard else ""
+        raise SettingsError(f"{error}{hint}") from None
 
 
 def _host_list(name: str, value: Any, wildcard: bool = False) -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
-        raise _error(name, value, f"a list of host names, e.g. ['www.example.com']")
-    return [_host(name, item, value, wildcard) for item in value]
+        raise _error(name, value, _HOST_HINT)
+    return [_host(name, item, wildcard) for item in value]
 
 
 def _with_unicode_forms(hosts: set[str]) -> set[str]:
-    """``hosts`` plus the Unicode form of each internationalized one."""
-    unicode_forms = set()
-    for host in hosts:
-        if "xn--" in host:
-            try:
-                unicode_forms.add(host.encode("ascii").decode("idna"))
-            except UnicodeError:
-                pass  # not valid punycode: only its ASCII spelling can match
-    return hosts | unicode_forms
+    """``hosts`` plus the Unicode spelling of each internationalized one: a
+    page may spell a URL either way."""
+    return hosts | {hostnames.unicode_form(host) for host in hosts}
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -130,7 +121,13 @@ def site_host_of(siteurl: Any) -> tuple[str | None, str | None]:
     if not isinstance(siteurl, str) or "://" not in siteurl:
         return None, None
     parts = urlsplit(siteurl.strip())
-    return parts.scheme.lower() or None, (parts.hostname or None)
+    host = parts.hostname or None
+    if host:
+        try:
+            host = hostnames.normalize_host("SITEURL", host, allow_underscore=True, require_dot=False)
+        except hostnames.HostNameError:
+            pass  # an IP address (a local preview): as written, in lower case
+    return parts.scheme.lower() or None, host
 
 
 def load(settings: Mapping[str, Any]) -> HttpsSettings:
@@ -156,7 +153,7 @@ def load(settings: Mapping[str, Any]) -> HttpsSettings:
             "a dict of old host -> canonical host, e.g. {'old.example.com': 'example.com'}",
         )
     host_map = {
-        _host("HTTPS_HOST_MAP", old, raw_map): _host("HTTPS_HOST_MAP", new, raw_map)
+        _host("HTTPS_HOST_MAP", old): _host("HTTPS_HOST_MAP", new)
         for old, new in raw_map.items()
     }
 

@@ -1,0 +1,155 @@
+"""One ``pelican`` run's state: the rewriter applied to content objects and
+output files (the file I/O), and what the report needs to name sources."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+
+from . import settings as https_settings
+from .github import line_of
+from .report import Collector, Report
+from .rewrite import Rules, rewrite, syntax_for
+
+ENCODING, ERRORS = "utf-8", "surrogateescape"  # bytes that are not UTF-8 round-trip
+
+
+class Build:
+    def __init__(self, pelican_settings: dict):
+        self.settings = https_settings.load(pelican_settings)  # raises SettingsError
+        self.rules = Rules.from_settings(self.settings)
+        self.output_path = os.path.abspath(pelican_settings["OUTPUT_PATH"])
+        self.content_path = os.path.abspath(pelican_settings["PATH"])
+        # HTML metadata Pelican renders like the content (summary...)
+        self.formatted_fields = tuple(pelican_settings.get("FORMATTED_FIELDS", ("summary",)))
+        self.collector = Collector()
+        self.contents: list = []                       # every content object read
+        self.static_sources: dict[str, str] = {}       # output -> source, of copied static files
+        self.url_sources: dict[str, set[str]] = defaultdict(set)  # insecure URL -> content sources
+        self.handled: set[str] = set()                 # output files rewritten (absolute)
+        self.written: list[tuple[str, str | None]] = []  # (path, syntax) Pelican wrote, not yet rewritten
+
+    def source_name(self, source_path: str) -> str:
+        """A source file as the report names it: relative to PATH."""
+        return os.path.relpath(os.path.abspath(source_path), self.content_path).replace(os.sep, "/")
+
+    def add_content(self, content) -> None:
+        self.contents.append(content)
+        if type(content).__name__ == "Static" and getattr(content, "save_as", None):
+            self.static_sources[content.save_as.replace(os.sep, "/")] = self.source_name(
+                content.source_path)
+
+    def rewrite_contents(self) -> None:
+        """Upgrade each article's and page's HTML once, before any template
+        renders it (Pelican then copies it into pages, listings and feeds)."""
+        for content in self.contents:
+            if type(content).__name__ != "Static":  # copied files: rewritten on disk
+                self.rewrite_content(content)
+
+    def rewrite_content(self, content) -> None:
+        upgraded = 0
+        insecure = set()
+        fields = [("_content", getattr(content, "_content", None))]
+        metadata = getattr(content, "metadata", None) or {}
+        fields += [(key, metadata.get(key)) for key in self.formatted_fields]
+        for key, text in fields:
+            if not isinstance(text, str):
+                continue
+            result = rewrite(text, self.rules, "html")
+            upgraded += result.upgraded
+            insecure.update(finding.url for finding in result.insecure)
+            if key == "_content":
+                content._content = result.text
+                continue
+            metadata[key] = result.text
+            if key == "summary":  # a property; Pelican keeps the value here
+                if hasattr(content, "_summary"):
+                    content._summary = result.text
+            else:
+                setattr(content, key.lower(), result.text)
+        self.collector.add_content(upgraded)
+        if insecure and getattr(content, "source_path", None):
+            source = self.source_name(content.source_path)
+            for url in insecure:
+                self.url_sources[url].add(source)
+
+    def rewrite_output(self, path: str, syntax: str | None = None) -> None:
+        """Rewrite one output file in place (``syntax``: by its name if None)."""
+        path = os.path.abspath(path)
+        syntax = syntax or syntax_for(path)
+        if syntax is None:
+            return
+        with open(path, "rb") as f:
+            text = f.read().decode(ENCODING, ERRORS)
+        result = rewrite(text, self.rules, syntax)
+        if result.upgraded:
+            replace_file(path, result.text.encode(ENCODING, ERRORS))
+        self.handled.add(path)
+        output = os.path.relpath(path, self.output_path).replace(os.sep, "/")
+        self.collector.add_output(output, syntax == "xml", result)
+
+    def rewrite_written(self) -> None:
+        written, self.written = self.written, []
+        for path, syntax in written:
+            self.rewrite_output(path, syntax)
+
+    def rewrite_rest_of_output(self) -> None:
+        """Files Pelican copied (static files, theme CSS) or other plugins
+        wrote: rewritten by their names' extensions."""
+        extensions = self.settings.file_extensions
+        for directory, _, names in os.walk(self.output_path):
+            for name in names:
+                path = os.path.join(directory, name)
+                if name.lower().endswith(extensions) and path not in self.handled and os.path.isfile(path):
+                    self.rewrite_output(path)
+
+    def sources_of(self, output: str, url: str) -> set[str]:
+        """The source files an insecure URL of an output file comes from."""
+        if output in self.static_sources:
+            return {self.static_sources[output]}
+        if url in self.url_sources:
+            return self.url_sources[url]
+        # not in any content's HTML: a metadata field a template shows (an
+        # image for og:image...), else the theme or settings
+        found = {self.source_name(content.source_path) for content in self.contents
+                 if getattr(content, "source_path", None) and _in_metadata(content, url)}
+        self.url_sources[url] = found
+        return found
+
+    def report(self) -> Report:
+        return self.collector.report(self.sources_of, self.settings.hosts)
+
+    def locate(self, source: str, url: str) -> tuple[str, int | None]:
+        """(path relative to the repository in GitHub Actions, else to the
+        working directory; line) of ``url`` in a source file."""
+        path = os.path.join(self.content_path, source)
+        try:
+            with open(path, "rb") as f:
+                line = line_of(f.read().decode(ENCODING, ERRORS), url)
+        except OSError:
+            line = None
+        root = os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
+        return os.path.relpath(path, root).replace(os.sep, "/"), line
+
+
+def _in_metadata(content, url: str) -> bool:
+    metadata = getattr(content, "metadata", None) or {}
+    return any(isinstance(value, str) and url in value for value in metadata.values())
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write via a temporary file + rename: a link Pelican made to a source
+    file (STATIC_CREATE_LINKS) is replaced, never written through, and a
+    crash never leaves a half-written file."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".https-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        shutil.copymode(path, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
