@@ -1,46 +1,54 @@
-"""One upload as `fab deploy` does it, as a process of its own (what the benchmark times).
+"""The upload alone, as `fab deploy` does it, as a process of its own (what the benchmark times).
 
-Same calls and order as deploy/pipeline.py, minus the certificate and nginx stages (and
-their Fabric connection): hash the output while connecting, take the lock (which also reads
-the live manifest), stage the release, switch `current`, prune, release the lock.
+The same calls, in the same order, as deploy/pipeline.py, minus the certificate, the nginx vhost
+and the verification over https: hash the output while connecting, take the lock, read the
+host's state (with the live release's manifest), send what it lacks as a new release
+(``upload.send_release``), switch ``current`` to it (``releases.commit``), prune
+(``releases.finish``), release the lock. With DEPLOY_SKIP_UNCHANGED (the default) and nothing
+changed, it stops after reading the state, as the pipeline does.
 
-    python3 benchmarks/upload/client.py SETTINGS.json
+    python benchmarks/upload/client.py SETTINGS.py
+
+Prints ``in-process SECONDS`` on stderr: from the start of ``main`` (imports done) to the end.
 """
 
-import gc
-import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from deploy import lock  # noqa: E402
-from deploy.remote import Remote  # noqa: E402
-from deploy.settings import settings_from_mapping  # noqa: E402
+from deploy import pipeline, releases, upload  # noqa: E402
+from deploy.connection import connect_all  # noqa: E402
+from deploy.settings import load_settings  # noqa: E402
 
 
 def main(path: str) -> None:
     started = time.perf_counter()
-    settings = settings_from_mapping(json.loads(Path(path).read_text()))
-    with Remote(settings) as remote:
-        # As in the pipeline: the lock shell opens the connection now; import, send the probe
-        # and hash the output while it connects (an upload-only process need not import the
-        # upload's modules before that).
-        deploy_lock = lock.DeployLock(remote, settings)
-        from deploy import upload
-
-        local = upload.start_scan(settings)
-        deploy_lock.queue_probe(upload.probe_script(settings))
-        with deploy_lock as held:
-            staged = upload.deliver(deploy_lock, settings, local.result())
-            if not staged.skipped:
-                upload.activate(deploy_lock, settings, staged.release_id, prune=True)
-        print(staged.summary(), file=sys.stderr)
-    # What the upload adds inside `fab deploy`, which has started Python and imported everything
-    # anyway: from the SSH connection to the lock's release.
+    settings = load_settings(path)
+    progress = pipeline.Progress()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        scanned = pool.submit(upload.scan, settings)  # hashing while SSH connects, as the pipeline does
+        servers = connect_all(settings)
+        try:
+            with pipeline.hold(servers, settings, progress):
+                states = pipeline.read_states(servers, settings, progress)
+                local = scanned.result()
+                if settings.skip_unchanged and upload.unchanged(local, list(states.values())):
+                    print("nothing changed: no new release", file=sys.stderr)
+                else:
+                    release_id = upload.new_release_id(list(states.values()))
+                    sent = servers.each_or_raise(
+                        lambda s: upload.send_release(s, settings, states[s], local, release_id),
+                        stage="uploading the release")
+                    releases.commit(servers, settings, {s: releases.Change(release_id) for s in servers})
+                    releases.finish(servers, settings, prune=True)
+                    for server, result in sent.items():
+                        print(f"[{server}] {result.summary()}", file=sys.stderr)
+        finally:
+            servers.close()
     print(f"in-process {time.perf_counter() - started:.3f}", file=sys.stderr)
-    gc.freeze()  # as `fab`'s tasks do before exiting (deploy/tasks.py)
 
 
 if __name__ == "__main__":

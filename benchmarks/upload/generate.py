@@ -1,5 +1,8 @@
 """Generate a Pelican-shaped output folder of ~2,000 articles, without running Pelican.
 
+``generate_big`` makes the big site of the upload benchmark: the same pages (a few thousand),
+plus photos of random bytes (already compressed, like real JPEGs) up to a total size.
+
 Running Pelican on 2,000 posts takes minutes and is not what is measured: the upload only
 sees files. So the files are written directly, shaped like Pelican's default theme output:
 one HTML page per article (4-15 KB, median 8 KB: theme boilerplate plus varied text, so it compresses
@@ -96,6 +99,23 @@ def generate(out: Path, articles: int = 2000, seed: int = 4) -> Path:
         (images / f"photo-{n:03d}.jpg").write_bytes(rng.randbytes(rng.randint(20_000, 120_000)))
     for n in range(100):
         (images / f"icon-{n:03d}.png").write_bytes(rng.randbytes(rng.randint(1_000, 20_000)))
+    return out
+
+
+def generate_big(out: Path, megabytes: int, articles: int = 3000, seed: int = 5) -> Path:
+    """A site of at least ``megabytes`` MB, most of it already-compressed images: ``generate``'s
+    pages and assets, plus photos of 0.2-2 MB of random bytes in ``photos/<year>/``."""
+    generate(out, articles, seed)
+    rng = random.Random(seed)
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    n = 0
+    while total < megabytes * 1_000_000:
+        folder = out / "photos" / str(2010 + n % 15)
+        folder.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(200_000, 2_000_000)
+        (folder / f"img-{n:05d}.jpg").write_bytes(rng.randbytes(size))
+        total += size
+        n += 1
     return out
 
 
