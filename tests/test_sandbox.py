@@ -35,6 +35,11 @@ def test_start_gives_working_services_and_stop_removes_everything():
     try:
         pids = dict(sb.pids)
         assert set(pids) == {"challtestsrv", "pebble", "sshd", "nginx"}
+        # One host: the settings name it alone, nginx listens on loopback only, paths are the paths.
+        values = sb.deploy_settings()
+        assert (values["DEPLOY_HOST"], values["DEPLOY_PORT"]) == ("127.0.0.1", sb.ssh_port) and "DEPLOY_HOSTS" not in values
+        assert values["DEPLOY_LISTEN"] == ["127.0.0.1"] and values["DEPLOY_VERIFY_ADDRESS"] == "127.0.0.1"
+        assert [h.address for h in sb.hosts] == ["127.0.0.1"] and sb.hosts[0].local_path(sb.nginx_prefix) == sb.nginx_prefix
         assert all(_alive(pid) for pid in pids.values())
         # sshd answers with the host key in known_hosts, and the deploy user may run exactly nginx -t.
         ssh = ["ssh", "-i", str(sb.ssh_key), "-o", f"UserKnownHostsFile={sb.known_hosts}", "-o", "StrictHostKeyChecking=yes",
