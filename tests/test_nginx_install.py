@@ -1,10 +1,12 @@
-"""Installing the vhost on the real sandbox nginx: first deploy, no-reload, and breaking it on purpose.
+"""The nginx stage on the real sandbox nginx: first deploy, testing a vhost without making it live,
+no reload when nothing changed, and breaking it on purpose.
 
 One blog (its own site and domains on the session sandbox) is deployed from scratch while another
 site's server block already answers on the same nginx, and while a watcher runs `nginx -t` over
 the whole configuration in a loop: no moment may fail it. Then each test tries to break the
-server (a conflicting block from another site, a duplicate default_server, a broken vhost, a
-dropped session, a hostile setting) and checks that the site still answers exactly as before.
+server (another site's broken or conflicting file, a duplicate default_server, a broken vhost, a
+sudo rule gone, a dropped session, a hostile setting, a vhost edited by hand) and checks that the
+site still answers exactly as before, or, for the hand edit, as the deploy renders it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import json
 import secrets
 import shutil
 import socket
@@ -24,12 +27,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from deploy import nginx, pipeline
-from deploy.connection import connect
+from deploy import nginx, pipeline, state as host_state
+from deploy.connection import connect_all
 from deploy.errors import NginxError
 from deploy.sandbox import NGINX
-from deploy.settings import settings_from_mapping
-from deploy.verify import fetch_http, fetch_https
+from deploy.server_setup import sudoers_file
+from deploy.verify import fetch_https
 from deploy.vhost import Vhost, render_vhost
 
 SITE = "nginx-install"
@@ -43,13 +46,20 @@ def root_nginx(sandbox, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def local_version() -> tuple[int, ...]:
-    return nginx.parse_version(subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr)
-
-
 def worker_pids(sandbox) -> set[int]:
+    """nginx's workers: a reload replaces them all, so the same set means no reload."""
     out = subprocess.run(["ps", "--ppid", str(sandbox.pids["nginx"]), "-o", "pid="], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
+
+
+def reload_and_settle(sandbox) -> None:
+    """Reload nginx as root and wait until the old workers are gone (until then one may still answer)."""
+    old = worker_pids(sandbox)
+    assert root_nginx(sandbox, "-s", "reload").returncode == 0
+    deadline = time.monotonic() + 10
+    while old & worker_pids(sandbox):
+        assert time.monotonic() < deadline, f"nginx's old workers {sorted(old)} did not exit after the reload"
+        time.sleep(0.02)
 
 
 def get_http(settings, host: str, path: str = "/") -> tuple[int, str, str | None]:
@@ -107,7 +117,7 @@ def other_site(sandbox):
     conf.write_text(f'server {{\n    listen 127.0.0.1:{sandbox.http_port};\n    server_name {name};\n'
                     f'    location / {{ return 200 "the other site\\n"; }}\n}}\n')
     assert root_nginx(sandbox, "-t").returncode == 0
-    assert root_nginx(sandbox, "-s", "reload").returncode == 0
+    reload_and_settle(sandbox)
     yield name
     conf.unlink()
     root_nginx(sandbox, "-s", "reload")
@@ -130,31 +140,21 @@ def deployed(tmp_path_factory, sandbox, other_site):
     shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
     (path / "content" / "pages" / "404.md").write_text(
         f"Title: Not found\nSave_as: 404.html\nStatus: hidden\n\n{NOT_FOUND_TEXT}\n")
-    with open(path / "sandboxconf.py", "a") as f:
-        f.write(f"\nDEPLOY_DOMAINS = {DOMAINS!r}\n")
     blog = Blog(path, sandbox, SITE)
+    set_values(blog, DEPLOY_DOMAINS=DOMAINS)
     blog.build()
     settings = blog.settings()
     assert settings.domains == tuple(DOMAINS)
     assert Path(settings.vhost_file).read_text() == ""  # bare: the set-up's empty placeholder
     assert not (Path(settings.tls_dir) / "live").exists()
-    put_release(settings, blog.path / "output")
     with NginxTWatcher(sandbox) as watcher:
-        result = pipeline.deploy(settings, upload_site=False)
+        result = pipeline.deploy(settings)
     return blog, settings, result, watcher
 
 
-def put_release(settings, output: Path) -> None:
-    """The built site as the live release, placed the way the upload stage leaves it.
-
-    The upload stage has its own tests; here only the nginx and certificate stages run, so a
-    change in how releases are sent cannot hide (or cause) an nginx failure.
-    """
-    release = Path(settings.releases_dir) / "00000000T000000Z-nginx-test"
-    shutil.copytree(output, release)
-    subprocess.run(["chown", "-R", f"{settings.user}:{settings.user}", str(settings.remote_root)], check=True)
-    release.chmod(0o755)
-    Path(settings.current_link).symlink_to(release.relative_to(settings.remote_root))
+def set_values(blog, **values) -> None:
+    """Change the blog's DEPLOY_ settings (what `fab` and ``blog.settings()`` read next)."""
+    blog.target.write_text(json.dumps(json.loads(blog.target.read_text()) | values))
 
 
 def settled_answer(settings, sandbox, vhost: bytes):
@@ -175,20 +175,28 @@ def settled_answer(settings, sandbox, vhost: bytes):
     raise AssertionError(f"the site never settled on its vhost (expected CSP {want_csp!r})")
 
 
+def served(settings, sandbox) -> tuple:
+    status, headers, body, cert = get_https(settings, sandbox, settings.canonical_domain)
+    return status, body, cert.serial_number, headers.get("content-security-policy"), headers.get("x-hand-edit")
+
+
 @pytest.fixture
 def unchanged_site(deployed, sandbox, other_site):
     """Snapshot of what the site serves now; after the test, the very same must still be served."""
     _, settings, *_ = deployed
     vhost_before = Path(settings.vhost_file).read_bytes()
     live_before = Path(settings.tls_dir / "live").resolve()
+    current_before = Path(settings.current_link).resolve()
+    releases_before = sorted(p.name for p in Path(settings.releases_dir).iterdir())
     status, headers, body, cert = settled_answer(settings, sandbox, vhost_before)
     yield settings
     assert Path(settings.vhost_file).read_bytes() == vhost_before
     assert Path(settings.tls_dir / "live").resolve() == live_before
-    expected = (status, body, cert.serial_number, headers.get("content-security-policy"))
+    assert Path(settings.current_link).resolve() == current_before
+    assert sorted(p.name for p in Path(settings.releases_dir).iterdir()) == releases_before
+    expected = (status, body, cert.serial_number, headers.get("content-security-policy"), None)
     for _ in range(50):  # a test may end with a reload of its own (asynchronous): poll
-        after = get_https(settings, sandbox, settings.canonical_domain)
-        seen = (after[0], after[2], after[3].serial_number, after[1].get("content-security-policy"))
+        seen = served(settings, sandbox)
         if seen == expected:
             break
         time.sleep(0.1)
@@ -196,14 +204,29 @@ def unchanged_site(deployed, sandbox, other_site):
     assert other_site_answers(settings, other_site)
 
 
-def live_dir(settings) -> str:
-    return str(Path(settings.tls_dir / "live").resolve())
+@contextlib.contextmanager
+def the_server(settings):
+    """The site's one server and its state, as the deploy reads them."""
+    servers = connect_all(settings)
+    try:
+        [server] = list(servers)
+        yield server, host_state.read(server, settings)
+    finally:
+        servers.close()
 
 
-def changed_vhost(settings, **changes) -> Vhost:
-    """A different (valid) vhost for the same site, so that the install really has work to do."""
-    return render_vhost(settings._replace(**changes), local_version(), with_tls=True,
-                        certificate_dir=live_dir(settings))
+def rendered(settings, state, **changes) -> Vhost:
+    """The vhost the deploy renders for the live certificate (with ``changes`` to the settings)."""
+    cert_dir = str(settings.tls_dir / "certs" / state.live.cert_id)
+    return render_vhost(settings._replace(**changes), state.build, cert_dir, error_page=True)
+
+
+def refused_by_nginx_test(settings, vhost_of) -> str:
+    """nginx.test of ``vhost_of(state)`` must fail: its message."""
+    with the_server(settings) as (server, state):
+        with pytest.raises(NginxError) as err:
+            nginx.test(server, settings, vhost_of(state))
+    return str(err.value)
 
 
 # --- first deploy ---------------------------------------------------------------------
@@ -250,47 +273,70 @@ def test_site_404_cache_lifetimes_gzip_and_headers(deployed, sandbox):
     assert headers["server"] == "nginx"  # server_tokens off: no version
 
 
-def test_unchanged_vhost_and_certificate_do_not_reload(deployed, sandbox):
-    _, settings, result, _ = deployed
+# --- testing a vhost changes nothing live ----------------------------------------------
+
+def test_nginx_test_leaves_the_live_vhost_byte_identical_and_reloads_nothing(unchanged_site, sandbox):
+    settings = unchanged_site
+    live_text = Path(settings.vhost_file).read_bytes()
     before = worker_pids(sandbox)
-    vhost = render_vhost(settings, local_version(), with_tls=True, certificate_dir=live_dir(settings))
-    conn = connect(settings)
+    with the_server(settings) as (server, state):
+        new = rendered(settings, state, csp_upgrade_insecure=True)
+        assert new.text.encode() != live_text
+        warnings = nginx.test(server, settings, new)
+    assert warnings == ()
+    assert Path(settings.vhost_file).read_bytes() == live_text
+    assert Path(str(settings.vhost_file) + ".next").read_text() == new.text  # kept for the commit, not live
+    assert worker_pids(sandbox) == before
+    assert served(settings, sandbox)[3] is None  # nginx still serves the live vhost (no CSP)
+
+
+def test_a_deploy_with_the_same_vhost_does_not_reload_nginx(deployed, sandbox):
+    """Nothing to do, then a new release alone: neither touches nginx (commit.sh reloads only for a new vhost)."""
+    blog, settings, *_ = deployed
+    before = worker_pids(sandbox)
+    again = pipeline.deploy(settings)
+    assert (again.release_id, again.certificate_action) == ("", "keep")  # nothing changed: no release either
+    extra = blog.path / "output" / "only-a-new-release.html"
+    extra.write_text("<p>a new release, the same vhost</p>")
     try:
-        outcome = nginx.apply_config(conn, settings, vhost)
+        release = pipeline.deploy(settings)
+        assert release.release_id and Path(settings.current_link).resolve().name == release.release_id
+        assert fetch_https(settings, settings.canonical_domain, path="/only-a-new-release.html").status == 200
     finally:
-        conn.close()
-    assert not outcome.changed
+        extra.unlink()
     assert worker_pids(sandbox) == before
 
 
-def test_a_changed_vhost_reloads_and_is_confirmed_live(deployed, sandbox):
-    _, settings, result, _ = deployed
+def test_a_changed_vhost_goes_live_with_one_reload(deployed, sandbox):
+    blog, settings, *_ = deployed
     before = worker_pids(sandbox)
-    conn = connect(settings)
+    set_values(blog, DEPLOY_CSP_UPGRADE_INSECURE=True)
     try:
-        outcome = nginx.apply_config(conn, settings, changed_vhost(settings, csp_upgrade_insecure=True))
-        csp = get_https(settings, sandbox, settings.canonical_domain)[1].get("content-security-policy")
-        back = nginx.apply_config(conn, settings, render_vhost(settings, local_version(), with_tls=True,
-                                                               certificate_dir=live_dir(settings)))
+        blog.fab("deploy")
+        assert served(settings, sandbox)[3] == "upgrade-insecure-requests"  # live as soon as the deploy returned
+        assert worker_pids(sandbox) - before, "a reload starts new workers"
     finally:
-        conn.close()
-    assert outcome.changed and back.changed
-    assert csp == "upgrade-insecure-requests"  # live as soon as apply_config returned
-    assert worker_pids(sandbox) - before, "a reload starts new workers"
-    assert "upgrade-insecure-requests" in Path(str(settings.vhost_file) + ".prev").read_text()  # previous file kept
+        set_values(blog, DEPLOY_CSP_UPGRADE_INSECURE=False)
+    blog.fab("deploy")
+    assert served(settings, sandbox)[3] is None
+
+
+def test_a_vhost_edited_by_hand_is_replaced_by_ours_at_the_next_deploy(deployed, sandbox):
+    blog, settings, *_ = deployed
+    vhost = Path(settings.vhost_file)
+    ours = vhost.read_bytes()
+    hand = f"hand.{DOMAINS[0]}"
+    vhost.write_bytes(ours + (f"server {{\n    listen 127.0.0.1:{settings.http_port};\n    server_name {hand};\n"
+                              f'    return 200 "edited by hand\\n";\n}}\n').encode())
+    reload_and_settle(sandbox)  # the administrator edits the file and reloads nginx
+    assert get_http(settings, hand)[:2] == (200, "edited by hand\n")
+    blog.fab("deploy")
+    assert vhost.read_bytes() == ours
+    assert get_http(settings, hand)[:2] != (200, "edited by hand\n")  # nginx runs ours again
+    assert all(get_http(settings, d)[2] == f"{settings.https_origin}/" for d in DOMAINS)
 
 
 # --- breaking it on purpose -----------------------------------------------------------
-
-def apply_expecting_failure(settings, vhost: Vhost, **kwargs) -> str:
-    conn = connect(settings)
-    try:
-        with pytest.raises(NginxError) as err:
-            nginx.apply_config(conn, settings, vhost, **kwargs)
-    finally:
-        conn.close()
-    return str(err.value)
-
 
 @contextlib.contextmanager
 def another_site_conf(sandbox, filename: str, text: str, *, loaded: bool):
@@ -300,12 +346,26 @@ def another_site_conf(sandbox, filename: str, text: str, *, loaded: bool):
     conf.write_text(text)
     try:
         if loaded:
-            assert root_nginx(sandbox, "-s", "reload").returncode == 0
+            reload_and_settle(sandbox)
         yield conf
     finally:
         conf.unlink()
         if loaded:
-            root_nginx(sandbox, "-s", "reload")
+            reload_and_settle(sandbox)
+
+
+def test_another_sites_broken_file_is_named_and_nothing_changes(unchanged_site, sandbox):
+    settings = unchanged_site
+    before = worker_pids(sandbox)
+    sandbox.hosts[0].break_nginx()  # an unknown directive in another file of nginx's include folder
+    try:
+        message = refused_by_nginx_test(settings, lambda state: rendered(settings, state, csp_upgrade_insecure=True))
+    finally:
+        sandbox.hosts[0].repair_nginx()
+    assert "nginx -t on" in message and "rejected the configuration; nginx keeps running on the live one" in message
+    assert 'unknown directive "this_is_not_an_nginx_directive"' in message
+    assert "another site's configuration fails `nginx -t`" in message
+    assert worker_pids(sandbox) == before
 
 
 def test_conflicting_block_from_another_site_is_refused_and_the_server_keeps_running(unchanged_site, sandbox):
@@ -314,37 +374,81 @@ def test_conflicting_block_from_another_site_is_refused_and_the_server_keeps_run
     with another_site_conf(sandbox, "zz-conflict.conf", f"server {{\n    listen 127.0.0.1:{sandbox.http_port};\n"
                            f"    server_name conflict.test;\n    ssl_session_cache shared:pelican_https:20m;\n"
                            f"    return 200;\n}}\n", loaded=False):
-        message = apply_expecting_failure(settings, changed_vhost(settings, csp_upgrade_insecure=True))
-    assert "nginx -t rejected the new configuration" in message and "keeps running on its old config" in message
+        message = refused_by_nginx_test(settings, lambda state: rendered(settings, state, csp_upgrade_insecure=True))
+    assert "rejected the configuration; nginx keeps running on the live one" in message
     assert "[emerg]" in message and 'shared memory zone "pelican_https"' in message
     assert "zz-conflict.conf" in message and "another site's configuration fails" in message
+
+
+def test_a_deploy_while_another_site_is_broken_leaves_everything_as_it_was(deployed, unchanged_site, sandbox):
+    """Through `fab deploy`, with a new release and a new vhost: refused before the commit; the new
+    release is removed again, and nothing live changed."""
+    blog = deployed[0]
+    extra = blog.path / "output" / "must-not-go-live.html"
+    extra.write_text("<p>not live</p>")
+    set_values(blog, DEPLOY_CSP_UPGRADE_INSECURE=True)
+    sandbox.hosts[0].break_nginx()
+    try:
+        result = blog.fab("deploy", check=False)
+    finally:
+        sandbox.hosts[0].repair_nginx()
+        set_values(blog, DEPLOY_CSP_UPGRADE_INSECURE=False)
+        extra.unlink()
+    assert result.returncode == 1
+    assert "another site's configuration fails `nginx -t`" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_duplicate_default_server_is_refused(unchanged_site, sandbox):
     settings = unchanged_site
     with another_site_conf(sandbox, "zz-default.conf", f"server {{\n    listen 127.0.0.1:{sandbox.http_port} default_server;\n"
                            f"    server_name default.test;\n    return 200;\n}}\n", loaded=True):
-        message = apply_expecting_failure(settings, changed_vhost(settings, nginx_default_server=True))
+        message = refused_by_nginx_test(settings, lambda state: rendered(settings, state, nginx_default_server=True))
     assert "[emerg]" in message and "duplicate default server" in message
 
 
-def test_a_vhost_nginx_rejects_is_rolled_back_with_nginx_own_words(unchanged_site):
+def test_a_vhost_nginx_rejects_is_named_with_nginx_own_words(unchanged_site):
     settings = unchanged_site
-    good = changed_vhost(settings, csp_upgrade_insecure=True)
-    broken = Vhost(good.text + "\nbogus_directive on;\n", good.probe_path)  # stands for a renderer bug
-    message = apply_expecting_failure(settings, broken)
+    holder = {}
+
+    def broken(state):
+        good = rendered(settings, state, csp_upgrade_insecure=True)
+        holder["vhost"] = good._replace(text=good.text + "\nbogus_directive on;\n")  # stands for a renderer bug
+        return holder["vhost"]
+    message = refused_by_nginx_test(settings, broken)
     assert 'unknown directive "bogus_directive"' in message
     assert "another site's configuration" not in message  # nginx named our own file
-    assert f"{SITE}.conf:{broken.text.count(chr(10))}" in message  # nginx's own file:line, through the include link
+    assert f"{SITE}.conf:{holder['vhost'].text.count(chr(10))}" in message  # nginx's own file:line, through the include link
 
 
-def test_a_dropped_session_during_nginx_t_restores_the_previous_vhost(unchanged_site):
+def test_a_missing_sudo_rule_says_the_deploy_user_may_not_run_nginx(unchanged_site):
     settings = unchanged_site
-    # The "nginx" here kills the install script (its parent) the moment it would test the config,
-    # like an SSH session dropping half-way: the trap must put the previous file back.
+    rule = Path(sudoers_file(settings))
+    assert rule.is_file()
+    # Every site of the sandbox has the same deploy user and nginx command, so each site's rule
+    # allows this one's too: the rule is gone only when all of them are (set aside, then put back).
+    rules = sorted(rule.parent.glob(f"pelican-https-{settings.user}-*"))
+    saved = {path: (path.read_bytes(), path.stat().st_mode & 0o777) for path in rules}
+    for path in rules:
+        path.unlink()
+    try:
+        message = refused_by_nginx_test(settings, lambda state: rendered(settings, state, csp_upgrade_insecure=True))
+    finally:
+        for path, (data, mode) in saved.items():
+            path.write_bytes(data)
+            path.chmod(mode)
+    assert f"the deploy user {settings.user} may not run" in message
+    assert "Run `fab server-setup` and apply its sudoers file" in message
+    assert "sudo" in message.split("sudo said:")[-1]  # sudo's own words follow
+
+
+def test_a_dropped_session_during_nginx_t_puts_the_live_vhost_back(unchanged_site):
+    settings = unchanged_site
+    # The "nginx" here kills the test script the moment it would test the config, like an SSH
+    # session dropping half-way: its trap must put the live file back.
     dying = settings._replace(nginx=("sh", "-c", "kill -TERM $PPID", "nginx"))
-    message = apply_expecting_failure(dying, changed_vhost(settings, csp_upgrade_insecure=True))
-    assert "interrupted" in message and "put back" in message
+    with the_server(settings) as (server, state):
+        with pytest.raises(NginxError):
+            nginx.test(server, dying, rendered(settings, state, csp_upgrade_insecure=True))
 
 
 @pytest.mark.parametrize("line, setting", [
@@ -368,32 +472,38 @@ def test_hostile_setting_through_fab_deploy_writes_nothing(deployed, unchanged_s
     assert "Traceback" not in result.stderr
 
 
-def test_a_vhost_nginx_does_not_include_is_reported(sandbox):
-    values = sandbox.add_site("nginx-unlinked")
-    settings = settings_from_mapping(values | {"DEPLOY_DOMAINS": ["unlinked.example.com"]}, base=sandbox.root)
+def test_a_vhost_nginx_does_not_include_is_reported(make_blog, sandbox):
+    """The first deploy of a site whose set-up link is missing: the challenge path never answers,
+    so nothing is ordered, and the vhost is the set-up's empty placeholder again."""
+    blog = make_blog("nginx-unlinked")
+    set_values(blog, DEPLOY_DOMAINS=["unlinked.example.com"])
+    settings = blog.settings()
     (sandbox.nginx_include_dir / "nginx-unlinked.conf").unlink()  # as if the set-up link were missing
-    vhost = render_vhost(settings, local_version(), with_tls=False)
-    conn = connect(settings)
-    try:
-        with pytest.raises(NginxError) as err:
-            nginx.apply_config(conn, settings, vhost, confirm_timeout=1.0)
-    finally:
-        conn.close()
-    assert "did not answer 204" in str(err.value) and "includes" in str(err.value)
-    assert "were put back" in str(err.value)
+    blog.build()
+    result = blog.fab("deploy", check=False)
+    assert result.returncode == 1
+    assert "did not answer 204" in result.stderr and "Check that nginx includes" in result.stderr
+    assert not Path(str(settings.vhost_file) + ".before-order").exists()  # the challenge path was closed
     assert Path(settings.vhost_file).read_text() == ""  # the set-up's placeholder again: a restart stays safe
+    assert not (Path(settings.tls_dir) / "live").exists()
 
 
-def test_another_site_claiming_our_name_is_detected_and_undone(unchanged_site, sandbox):
+def test_another_site_claiming_our_name_is_detected_and_undone(deployed, unchanged_site, sandbox):
     """nginx only warns about a duplicate server_name and serves the first block it read: the
-    probe sees the other site answer, so the install is undone and the warning shown."""
+    probe sees the other site answer, so the commit is undone and nginx's warning shown."""
+    blog = deployed[0]
     settings = unchanged_site
-    with another_site_conf(sandbox, "aaa-shadow.conf",  # read before ours
-                           f"server {{\n    listen 127.0.0.1:{sandbox.http_port};\n"
-                           f"    server_name {settings.canonical_domain};\n    return 200 shadow;\n}}\n", loaded=True):
-        message = apply_expecting_failure(settings, changed_vhost(settings, csp_upgrade_insecure=True), confirm_timeout=1.0)
-    assert "did not answer 204" in message and "were put back" in message
-    assert f'conflicting server name "{settings.canonical_domain}"' in message
+    set_values(blog, DEPLOY_CSP_UPGRADE_INSECURE=True)
+    try:
+        with another_site_conf(sandbox, "aaa-shadow.conf",  # read before ours
+                               f"server {{\n    listen 127.0.0.1:{sandbox.http_port};\n"
+                               f"    server_name {settings.canonical_domain};\n    return 200 shadow;\n}}\n", loaded=True):
+            result = blog.fab("deploy", check=False)
+    finally:
+        set_values(blog, DEPLOY_CSP_UPGRADE_INSECURE=False)
+    assert result.returncode == 1
+    assert "did not answer 204" in result.stderr and "were put back" in result.stderr
+    assert f'conflicting server name "{settings.canonical_domain}"' in result.stderr
 
 
 # --- last: it changes the site's domains ----------------------------------------------
