@@ -106,7 +106,7 @@ class SandboxHost:
 
     @property
     def ssh_target(self) -> str:
-        """"address:port", as in DEPLOY_HOSTS."""
+        """``address:port``, as DEPLOY_HOSTS lists it."""
         return f"{self.address}:{self.ssh_port}"
 
     @property
