@@ -49,16 +49,15 @@ class Probe:
 
 # --- resolving like the CA ----------------------------------------------------------------
 
-def resolve(domain: str, resolver: str | None, timeout: float = 3.0) -> list[str]:
-    """A and AAAA addresses of ``domain``: from ``resolver`` ('ip' or 'ip:port') or the system resolver."""
-    if resolver is None:
+def resolve(domain: str, server: tuple[str, int] | None, timeout: float = 3.0) -> list[str]:
+    """A and AAAA addresses of ``domain``: from the DNS ``server`` (``settings.dns_server``, from
+    DEPLOY_DNS_RESOLVER) or the system resolver. Every lookup of a deploy goes through here."""
+    if server is None:
         try:
             infos = socket.getaddrinfo(domain, None, type=socket.SOCK_STREAM)
         except socket.gaierror:
             return []
         return sorted({info[4][0] for info in infos})
-    host, _, port = resolver.rpartition(":") if resolver.count(":") == 1 else (resolver, "", "")
-    server = (host, int(port or 53))
     return sorted({*_query(server, domain, 1, timeout), *_query(server, domain, 28, timeout)})
 
 
@@ -197,7 +196,7 @@ def check_domain(settings, domain: str, server_addresses: set[str], token: str, 
 
 
 def _problem(settings, domain: str, server_addresses: set[str], token: str, expected: str) -> str | None:
-    addresses = resolve(domain, settings.dns_resolver)
+    addresses = resolve(domain, settings.dns_server)
     probes = [fetch(domain, address, settings.http_port, token, expected) for address in addresses]
     return verdict(domain, addresses, probes, server_addresses, settings.http_port)
 

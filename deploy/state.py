@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from typing import NamedTuple
 
 from cryptography import x509
@@ -25,6 +26,7 @@ from .vhost import NginxBuild, parse_nginx_build, served_domains
 log = logging.getLogger("pelican_https.deploy")
 
 MARK = b"\n==pelican-https== "
+CERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a certificate folder's name, as certificates.obtain makes it
 
 
 class HostState(NamedTuple):
@@ -87,7 +89,7 @@ def parse(data: bytes) -> HostState:
 def certificate(text: dict[str, str], which: str, cert_id: str) -> Installed | None:
     """A certificate folder's meta.json, chain and public key, as the renewal decision needs them."""
     meta_text, chain, public_key = (text.get(f"{which} {part}", "") for part in ("meta", "chain", "key"))
-    if not cert_id or not meta_text.strip() or "BEGIN CERTIFICATE" not in chain:
+    if not CERT_ID.fullmatch(cert_id) or not meta_text.strip() or "BEGIN CERTIFICATE" not in chain:
         return None
     try:
         meta = json.loads(meta_text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import time
 
 from fabric import task
 from invoke.exceptions import Exit
@@ -34,9 +35,30 @@ def _cli_errors(func):
     return wrapper
 
 
+class _UploadMeter:
+    """Bytes sent per host, on one line that rewrites itself, only on a terminal (CI logs get the summary)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.sent, self.shown = stream, {}, 0.0
+
+    def __call__(self, host: str, total: int) -> None:
+        self.sent[host] = total
+        now = time.monotonic()
+        if now - self.shown >= 0.2:
+            self.shown = now
+            self.stream.write("\r  uploading: " + ", ".join(f"{h} {n / 1e6:.1f} MB" for h, n in self.sent.items()) + "\x1b[K")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
 def _run(settings_file: str, **kwargs) -> pipeline.DeployResult:
     """The deploy with a progress object, so that Ctrl-C can say what was interrupted and where the site stands."""
-    progress = pipeline.Progress()
+    meter = _UploadMeter() if sys.stderr.isatty() else None
+    progress = pipeline.Progress(sent=meter)
     try:
         return pipeline.deploy(load_settings(settings_file), progress=progress, **kwargs)
     except KeyboardInterrupt:
@@ -44,6 +66,9 @@ def _run(settings_file: str, **kwargs) -> pipeline.DeployResult:
                  "(or `fab rollback`) puts back or finishes it first." if progress.committing else
                  "Nothing went live: the site serves what it served before.")
         raise Exit(f"interrupted during {progress.stage}. {where}", code=130) from None
+    finally:
+        if meter:
+            meter.close()
 
 
 @task(help={"settings": f"Pelican settings file with the DEPLOY_ settings (default {DEFAULT_SETTINGS})"})

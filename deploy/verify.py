@@ -70,7 +70,7 @@ def site_address(settings: DeploySettings) -> str:
     if settings.verify_address:
         return settings.verify_address
     from .diagnose import resolve
-    found = resolve(settings.canonical_domain, settings.dns_resolver)
+    found = resolve(settings.canonical_domain, settings.dns_server)
     if not found:
         raise VerificationFailed(f"{settings.canonical_domain} does not resolve"
                                  + (f" at DEPLOY_DNS_RESOLVER={settings.dns_resolver}" if settings.dns_resolver else "")

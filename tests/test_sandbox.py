@@ -168,15 +168,15 @@ def test_one_host_down_and_up_again(sandbox3):
 
 def test_dns_answers_the_addresses_the_test_chooses(sandbox3):
     h2 = sandbox3.hosts[2]
-    assert resolve("anything.sandbox.test", sandbox3.dns_server) == ["127.0.0.1"]
+    assert resolve("anything.sandbox.test", dns(sandbox3)) == ["127.0.0.1"]
     sandbox3.set_dns("two.sandbox.test", [h2.address])
     sandbox3.set_dns("all.sandbox.test", [h.address for h in sandbox3.hosts])
     try:
-        assert resolve("two.sandbox.test", sandbox3.dns_server) == [h2.address]
-        assert resolve("all.sandbox.test", sandbox3.dns_server) == sorted(h.address for h in sandbox3.hosts)
+        assert resolve("two.sandbox.test", dns(sandbox3)) == [h2.address]
+        assert resolve("all.sandbox.test", dns(sandbox3)) == sorted(h.address for h in sandbox3.hosts)
     finally:
         sandbox3.heal()
-    assert resolve("two.sandbox.test", sandbox3.dns_server) == ["127.0.0.1"]
+    assert resolve("two.sandbox.test", dns(sandbox3)) == ["127.0.0.1"]
 
 
 def test_pebble_validates_http01_through_the_host_dns_names(sandbox3):
@@ -314,3 +314,9 @@ def test_command_line_prints_what_a_client_needs_and_no_environment():
     settings_file = Path(export.split("=", 1)[1].strip())
     assert "host 1: 10." in out
     assert not settings_file.exists()  # SIGTERM stopped the sandbox and removed its folder
+
+
+def dns(sb) -> tuple[str, int]:
+    """The sandbox's DNS server as deploy.diagnose.resolve takes it (settings.dns_server's form)."""
+    host, port = sb.dns_server.rsplit(":", 1)
+    return host, int(port)
