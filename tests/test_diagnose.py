@@ -146,7 +146,7 @@ def test_domain_pointing_elsewhere_is_named_and_the_ca_is_not_asked(diag, sandbo
     pebble = PebbleLog(sandbox)
     _challtestsrv(sandbox, "add-a", {"host": DOMAINS[0], "addresses": ["127.0.0.9"]})
     try:
-        assert diagnose.resolve(DOMAINS[0], settings.dns_resolver) == ["127.0.0.9"]
+        assert diagnose.resolve(DOMAINS[0], settings.dns_server) == ["127.0.0.9"]
         result = blog.fab("renew", "--force", check=False)
     finally:
         _challtestsrv(sandbox, "clear-a", {"host": DOMAINS[0]})
@@ -222,14 +222,16 @@ def test_wrong_address_behind_the_right_one_is_named():
 
 def test_dns_query_reads_a_and_aaaa_records(sandbox):
     """The small DNS client against challtestsrv (the sandbox CA's DNS server)."""
+    host, port = sandbox.dns_server.rsplit(":", 1)
+    dns = (host, int(port))
     _challtestsrv(sandbox, "add-a", {"host": "dnsq.example.com", "addresses": ["127.0.0.7", "127.0.0.8"]})
     _challtestsrv(sandbox, "add-aaaa", {"host": "dnsq.example.com", "addresses": ["::7"]})
     try:
-        assert diagnose.resolve("dnsq.example.com", sandbox.dns_server) == ["127.0.0.7", "127.0.0.8", "::7"]
+        assert diagnose.resolve("dnsq.example.com", dns) == ["127.0.0.7", "127.0.0.8", "::7"]
     finally:
         _challtestsrv(sandbox, "clear-a", {"host": "dnsq.example.com"})
         _challtestsrv(sandbox, "clear-aaaa", {"host": "dnsq.example.com"})
-    assert diagnose.resolve("dnsq.example.com", sandbox.dns_server) == ["127.0.0.1"]  # challtestsrv's default
+    assert diagnose.resolve("dnsq.example.com", dns) == ["127.0.0.1"]  # challtestsrv's default
     assert diagnose.resolve("localhost", None)  # the system resolver
 
 
