@@ -61,12 +61,11 @@ def open_challenge_path(servers: Servers, states: dict[Server, HostState], setti
         log.info("[%s] challenge path open for %s (port 80 only, until the order ends)", server, ", ".join(missing))
         return True
     result = servers.each(apply)
-    opened = [s for s, value in result.succeeded.items() if value]
-    if result.failed:
-        close_challenge_path(servers, settings, opened)
+    if result.failed:  # a host may have opened it and failed to confirm: close it everywhere (a no-op where closed)
+        close_challenge_path(servers, settings, list(servers))
         from .connection import group_error
         raise group_error(result.failed, "opening the challenge path")
-    return opened
+    return [s for s, value in result.succeeded.items() if value]
 
 
 def close_challenge_path(servers: Servers, settings: DeploySettings, opened: list[Server]) -> None:
@@ -129,7 +128,7 @@ def error(exc: RemoteCommandFailed, settings: DeploySettings, server: Server) ->
             f"from `fab server-setup` is missing or does not match DEPLOY_NGINX word for word (sudo runs "
             f"`{' '.join(nginx_sudo_command(settings))}`). Run `fab server-setup` and apply its sudoers file. sudo said:\n    {said}")
     if exc.status == TEST_FAILED:
-        ours = str(settings.vhost_file) in said or f"/{settings.site_name}.conf" in said
+        ours = any(mark in said for mark in (str(settings.vhost_file), f"/{settings.site_name}.conf", str(settings.state_dir)))
         elsewhere = "" if ours else (
             "\nThe file nginx names is not this site's vhost: another site's configuration fails `nginx -t`; it must be "
             "fixed before any reload is safe.")

@@ -176,7 +176,7 @@ def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict
         raise
     if changing:
         progress.enter("finishing")
-        releases.finish(servers, settings, prune=any(c.release_id for c in changes.values()))
+        releases.finish(servers, settings)
     progress.committing = False
 
 

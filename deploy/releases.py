@@ -109,7 +109,10 @@ def rollback_target(per_host: dict[Server, list[ReleaseInfo]], to: str | None) -
     first = next(iter(per_host.values()))
     live = next((r.id for r in first if r.live), None)
     if to is None:
-        older = [r.id for r in first if live is None or r.id < live]
+        if live is None:
+            raise DeployError("no release is live, so there is nothing to roll back from; name one with --to ID "
+                              "(`fab releases` lists them)")
+        older = [r.id for r in first if r.id < live]
         if not older:
             raise DeployError(f"there is no release older than the live one ({live or 'none'}) to roll back to")
         to = older[-1]
