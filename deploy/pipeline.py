@@ -48,8 +48,13 @@ class Progress:
         self.stage = stage
 
 
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
 def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: bool = False,
-           progress: Progress | None = None) -> DeployResult:
+           progress: Progress | None = None, clock: Callable[[], dt.datetime] = utc_now) -> DeployResult:
+    """``clock`` is when the certificate decision is taken (tests move it instead of sleeping)."""
     progress = progress or Progress()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan") as pool:
         scanned = pool.submit(upload.scan, settings) if upload_site else None  # hashing while SSH connects
@@ -57,7 +62,7 @@ def deploy(settings: DeploySettings, *, upload_site: bool = True, force_renew: b
         try:
             with hold(servers, settings, progress):
                 states = read_states(servers, settings, progress)
-                return _deploy_locked(servers, states, settings, scanned and scanned.result(), force_renew, progress)
+                return _deploy_locked(servers, states, settings, scanned and scanned.result(), force_renew, progress, clock)
         finally:
             servers.close()
 
@@ -91,13 +96,13 @@ def read_states(servers: Servers, settings: DeploySettings, progress: Progress) 
 
 
 def _deploy_locked(servers: Servers, states: dict, settings: DeploySettings, local, force: bool,
-                   progress: Progress) -> DeployResult:
+                   progress: Progress, clock: Callable[[], dt.datetime]) -> DeployResult:
     release_id = ""
     if local is not None:
         release_id = _upload(servers, states, settings, local, progress)
     try:
         progress.enter("the certificate")
-        cert, decision = _certificate(servers, states, settings, force)
+        cert, decision = _certificate(servers, states, settings, force, clock())
         progress.enter("testing the nginx vhost")
         changes = _changes(servers, states, settings, local, release_id, cert)
     except BaseException:
@@ -125,8 +130,7 @@ def _upload(servers: Servers, states: dict, settings: DeploySettings, local, pro
     return release_id
 
 
-def _certificate(servers: Servers, states: dict, settings: DeploySettings, force: bool):
-    now = dt.datetime.now(dt.timezone.utc)
+def _certificate(servers: Servers, states: dict, settings: DeploySettings, force: bool, now: dt.datetime):
     info = certificates.renewal_info(servers, states, settings, now)
     plan = certificates.decide_group(states, settings, now, info, force)
     log.info("certificate: %s", plan.decision.reason)

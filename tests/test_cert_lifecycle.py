@@ -19,7 +19,6 @@ import logging
 import os
 import secrets
 import shutil
-import types
 from pathlib import Path
 
 import pytest
@@ -94,15 +93,10 @@ def _live_id(settings) -> str:
     return (Path(settings.tls_dir) / "live").readlink().name
 
 
-def _clock_at(monkeypatch, when: dt.datetime) -> None:
-    """The pipeline's clock, moved to ``when`` (and running on from there)."""
+def _clock_at(when: dt.datetime):
+    """A clock for the pipeline that reads ``when`` now and runs on from there."""
     offset = when - dt.datetime.now(UTC)
-
-    class Moved(dt.datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return dt.datetime.now(tz) + offset
-    monkeypatch.setattr(pipeline, "dt", types.SimpleNamespace(datetime=Moved, timezone=dt.timezone, timedelta=dt.timedelta))
+    return lambda: dt.datetime.now(UTC) + offset
 
 
 def test_a_ca_requiring_external_account_binding_says_what_to_set(tmp_path_factory, short_lived):
@@ -156,18 +150,17 @@ def test_the_window_of_a_short_lived_certificate_opens_at_half_its_lifetime(life
     assert forced.decision.action == "renew" and forced.certificate is None
 
 
-def test_a_run_inside_the_window_renews(life, monkeypatch, caplog):
+def test_a_run_inside_the_window_renews(life, caplog):
     blog, settings = life
     before = _served(settings)
-    _clock_at(monkeypatch, lifetime_renewal_start(before) + dt.timedelta(minutes=1))
+    clock = _clock_at(lifetime_renewal_start(before) + dt.timedelta(minutes=1))
     with caplog.at_level(logging.INFO, logger="pelican_https.deploy"):
-        result = pipeline.deploy(settings, upload_site=False)
+        result = pipeline.deploy(settings, upload_site=False, clock=clock)
     assert result.certificate_action == "renew" and "1/2 of its lifetime left since" in result.certificate_reason
     assert f"certificate: {result.certificate_reason}" in caplog.text  # the decision, logged
     after = _served(settings)
     assert after.serial_number == result.serial != before.serial_number
     assert after.not_valid_after_utc > before.not_valid_after_utc
-    monkeypatch.undo()
     assert "certificate keep" in blog.fab("renew").stdout  # today, the new one is not due
 
 
