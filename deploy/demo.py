@@ -68,7 +68,7 @@ def show(settings) -> None:
     answer = fetch_https(settings, domain)
     cert = answer.certificate
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
-    status, location = fetch_http(settings, domain, "/any/path?q=1")
+    status, location = fetch_http(settings, domain, path="/any/path?q=1")
     title = answer.body.decode("utf-8", "replace").split("<title>", 1)[-1].split("</title>", 1)[0].strip()
     print(f"""
 ==> {settings.https_origin}/  (the sandbox resolves {domain} to 127.0.0.1)
