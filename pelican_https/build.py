@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections import defaultdict
 
 from . import settings as https_settings
 from .github import line_of
@@ -27,9 +26,11 @@ class Build:
         self.collector = Collector()
         self.contents: list = []                       # every content object read
         self.static_sources: dict[str, str] = {}       # output -> source, of copied static files
-        self.url_sources: dict[str, set[str]] = defaultdict(set)  # insecure URL -> content sources
+        self.content_of: dict[str, object] = {}        # output -> the article or page it shows
         self.handled: set[str] = set()                 # output files rewritten (absolute)
-        self.written: list[tuple[str, str | None]] = []  # (path, syntax) Pelican wrote, not yet rewritten
+        # (path, syntax, content) of the pages and feeds Pelican wrote, not yet rewritten
+        self.written: list[tuple[str, str | None, object]] = []
+        self._output_prefix = os.path.join(self.output_path, "")
 
     def source_name(self, source_path: str) -> str:
         """A source file as the report names it: relative to PATH."""
@@ -49,20 +50,22 @@ class Build:
                 self.rewrite_content(content)
 
     def rewrite_content(self, content) -> None:
+        """Its HTML fields, in place (the summary Pelican cuts from the
+        content later is then upgraded too).  What stays insecure is found
+        in the output files, and named after the content there."""
         upgraded = 0
-        insecure = set()
-        fields = [("_content", getattr(content, "_content", None))]
         metadata = getattr(content, "metadata", None) or {}
-        fields += [(key, metadata.get(key)) for key in self.formatted_fields]
-        for key, text in fields:
+        text = getattr(content, "_content", None)
+        if isinstance(text, str):
+            result = rewrite(text, self.rules, "html", report=False)
+            content._content = result.text
+            upgraded += result.upgraded
+        for key in self.formatted_fields:
+            text = metadata.get(key)
             if not isinstance(text, str):
                 continue
-            result = rewrite(text, self.rules, "html")
+            result = rewrite(text, self.rules, "html", report=False)
             upgraded += result.upgraded
-            insecure.update(finding.url for finding in result.insecure)
-            if key == "_content":
-                content._content = result.text
-                continue
             metadata[key] = result.text
             if key == "summary":  # a property; Pelican keeps the value here
                 if hasattr(content, "_summary"):
@@ -70,13 +73,10 @@ class Build:
             else:
                 setattr(content, key.lower(), result.text)
         self.collector.add_content(upgraded)
-        if insecure and getattr(content, "source_path", None):
-            source = self.source_name(content.source_path)
-            for url in insecure:
-                self.url_sources[url].add(source)
 
-    def rewrite_output(self, path: str, syntax: str | None = None) -> None:
-        """Rewrite one output file in place (``syntax``: by its name if None)."""
+    def rewrite_output(self, path: str, syntax: str | None = None, content=None) -> None:
+        """Rewrite one output file in place (``syntax``: by its name if None;
+        ``content``: the article or page it shows, if any)."""
         path = os.path.abspath(path)
         syntax = syntax or syntax_for(path)
         if syntax is None:
@@ -87,13 +87,17 @@ class Build:
         if result.upgraded:
             replace_file(path, result.text.encode(ENCODING, ERRORS))
         self.handled.add(path)
-        output = os.path.relpath(path, self.output_path).replace(os.sep, "/")
+        if path.startswith(self._output_prefix):
+            output = path[len(self._output_prefix):].replace(os.sep, "/")
+        else:
+            output = os.path.relpath(path, self.output_path).replace(os.sep, "/")
+        self.content_of[output] = content
         self.collector.add_output(output, syntax == "xml", result)
 
     def rewrite_written(self) -> None:
         written, self.written = self.written, []
-        for path, syntax in written:
-            self.rewrite_output(path, syntax)
+        for path, syntax, content in written:
+            self.rewrite_output(path, syntax, content)
 
     def rewrite_rest_of_output(self) -> None:
         """Files Pelican copied (static files, theme CSS) or other plugins
@@ -106,20 +110,24 @@ class Build:
                     self.rewrite_output(path)
 
     def sources_of(self, output: str, url: str) -> set[str]:
-        """The source files an insecure URL of an output file comes from."""
+        """The source file of an insecure URL of an output file: a copied
+        static file's, or that of the article or page the file shows, if
+        the URL is in it."""
         if output in self.static_sources:
             return {self.static_sources[output]}
-        if url in self.url_sources:
-            return self.url_sources[url]
-        # not in any content's HTML: a metadata field a template shows (an
-        # image for og:image...), else the theme or settings
-        found = {self.source_name(content.source_path) for content in self.contents
-                 if getattr(content, "source_path", None) and _in_metadata(content, url)}
-        self.url_sources[url] = found
-        return found
+        content = self.content_of.get(output)
+        if content is not None and _mentions(content, url):
+            return {self.source_name(content.source_path)}
+        return set()
+
+    def sources_by_search(self, url: str) -> set[str]:
+        """For a URL no page of an article or page shows: the contents whose
+        metadata a template shows it from (an image for og:image...)."""
+        return {self.source_name(content.source_path) for content in self.contents
+                if getattr(content, "source_path", None) and _mentions(content, url, metadata_only=True)}
 
     def report(self) -> Report:
-        return self.collector.report(self.sources_of, self.settings.hosts)
+        return self.collector.report(self.sources_of, self.sources_by_search, self.settings.hosts)
 
     def locate(self, source: str, url: str) -> tuple[str, int | None]:
         """(path relative to the repository in GitHub Actions, else to the
@@ -134,9 +142,13 @@ class Build:
         return os.path.relpath(path, root).replace(os.sep, "/"), line
 
 
-def _in_metadata(content, url: str) -> bool:
-    metadata = getattr(content, "metadata", None) or {}
-    return any(isinstance(value, str) and url in value for value in metadata.values())
+def _mentions(content, url: str, metadata_only: bool = False) -> bool:
+    """Whether a content object's text or metadata holds ``url`` (as
+    written, or with "&" escaped as its HTML writes it)."""
+    spellings = (url, url.replace("&", "&amp;")) if "&" in url else (url,)
+    texts = [] if metadata_only else [getattr(content, "_content", None)]
+    texts += (getattr(content, "metadata", None) or {}).values()
+    return any(isinstance(text, str) and spelling in text for text in texts for spelling in spellings)
 
 
 def replace_file(path: str, data: bytes) -> None:

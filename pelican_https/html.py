@@ -16,8 +16,10 @@ from .css import css_url
 from .scan import DATA, LINK, SUBRESOURCE, Place, json_string_at
 
 TAG_NAME = re.compile(r"<([A-Za-z][^\s/>]*)")
-ATTRIBUTE = re.compile(r"""[\s/]*([^\s/>][^\s/>=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
-TAG_END = re.compile(r"[\s/]*>")
+# One step through a start tag: its ">", or an attribute's name and value
+# (in double quotes, in single quotes, or none).
+TAG_STEP = re.compile(r"""[\s/]*(?:(>)|([^\s/>][^\s/>=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?)""")
+WANTS_EVERY_ATTRIBUTE = frozenset({"link", "meta"})  # rel, property... may follow the URL
 # A "<" that opens no start tag (a stray one inside an attribute value): look
 # this many "<" back at most.
 TAG_LOOKBACK = 3
@@ -51,32 +53,38 @@ class Tag:
     def __init__(self, name: str, attributes: dict, end: int | None):
         self.name = name              # lower case
         self.attributes = attributes  # name -> (value start, value end); the first wins
-        self.end = end                # index after ">", None if the text ends first
+        self.end = end                # index after ">"; None: the text ends first, or not read
 
     def value(self, text: str, name: str) -> str:
         span = self.attributes.get(name)
         return text[span[0]:span[1]].strip().lower() if span else ""
 
 
-def parse_tag(text: str, start: int) -> Tag | None:
-    """The start tag at ``start``, or None if no start tag opens there."""
+def parse_tag(text: str, start: int, until: int | None = None) -> Tag | None:
+    """The start tag at ``start``, or None if no start tag opens there.
+
+    ``until``: stop at the attribute whose value holds that position (then
+    ``end`` is None, as for a tag the text cuts off), but for elements whose
+    other attributes say what a URL is (``rel``, ``property``...)."""
     opened = TAG_NAME.match(text, start)
     if opened is None:
         return None
+    name = opened.group(1).lower()
+    if name in WANTS_EVERY_ATTRIBUTE:
+        until = None
     attributes: dict[str, tuple[int, int]] = {}
-    pos = opened.end()
-    while True:
-        closed = TAG_END.match(text, pos)
-        if closed is not None:
-            return Tag(opened.group(1).lower(), attributes, closed.end())
-        attribute = ATTRIBUTE.match(text, pos)
-        if attribute is None or attribute.end() == pos:
-            return Tag(opened.group(1).lower(), attributes, None)  # the text ends
-        for group in (2, 3, 4):
-            if attribute.start(group) >= 0:
-                attributes.setdefault(attribute.group(1).lower(), attribute.span(group))
+    for step in TAG_STEP.finditer(text, opened.end()):  # (contiguous: every step matches)
+        if step.start(1) >= 0:
+            return Tag(name, attributes, step.end())
+        for group in (3, 4, 5):
+            value_start = step.start(group)
+            if value_start >= 0:
+                value_end = step.end(group)
+                attributes.setdefault(step.group(2).lower(), (value_start, value_end))
+                if until is not None and value_start <= until < value_end:
+                    return Tag(name, attributes, None)
                 break
-        pos = attribute.end()
+    return Tag(name, attributes, None)  # the text ends
 
 
 def tag_before(text: str, pos: int) -> Tag | None:
@@ -87,7 +95,7 @@ def tag_before(text: str, pos: int) -> Tag | None:
         at = text.rfind("<", 0, at)
         if at < 0:
             return None
-        tag = parse_tag(text, at)
+        tag = parse_tag(text, at, pos)
         if tag is not None:
             return tag
         if text.startswith(NOT_A_START_TAG, at):

@@ -88,7 +88,11 @@ class Collector:
     def add_output(self, output: str, feed: bool, result: RewriteResult) -> None:
         self.outputs[output] = (feed, result.upgraded, result.insecure)
 
-    def report(self, sources_of: SourcesOf, own_hosts: Iterable[str]) -> "Report":
+    def report(self, sources_of: SourcesOf, search: Callable[[str], set[str]],
+               own_hosts: Iterable[str]) -> "Report":
+        """``sources_of(output, url)``: the source files of a URL in an
+        output file (those of the article or page it shows); ``search(url)``:
+        where else to look, for a URL no such page names a source of."""
         counts = Counts(**vars(self.counts))
         counts.files_scanned = len(self.outputs)
         entries: dict[str, dict[str, Entry]] = {category: {} for category in CATEGORIES}
@@ -100,10 +104,15 @@ class Collector:
                 entry = entries[category(finding, feed)].setdefault(finding.url, Entry(finding.url))
                 entry.wheres.add(finding.where)
                 entry.places.append(Place(output, finding.line))
+        sources: dict[str, set[str]] = {}  # (a feed's URL: named by the article's page)
         for category_entries in entries.values():
             for entry in category_entries.values():
+                found = sources.setdefault(entry.url, set())
                 for output in dict.fromkeys(place.output for place in entry.places):
-                    entry.sources.update(sources_of(output, entry.url))
+                    found.update(sources_of(output, entry.url))
+        for category_entries in entries.values():
+            for entry in category_entries.values():
+                entry.sources = sources[entry.url] or search(entry.url)
         ordered = {category: sorted(found.values(), key=lambda e: (-e.pages, e.url))
                    for category, found in entries.items()}
         return Report(counts, ordered, frozenset(own_hosts))
@@ -139,26 +148,26 @@ class Report:
                 f"{len(self.entries[MIXED_CONTENT])} mixed content, "
                 f"{len(self.entries[OWN_LINKS])} own http links")
 
-    def lines(self, report_path: str | None = None, max_items: int = 20) -> list[tuple[bool, str]]:
-        """(warn, line) of everything below the headline: each insecure URL
-        once, at most ``max_items`` per category (all of them in the JSON
-        report at ``report_path``, if there is one)."""
-        lines = []
+    def blocks(self, report_path: str | None = None, max_items: int = 20) -> list[tuple[bool, str]]:
+        """(warn, text) of each category below the headline, one message of
+        several lines each: each insecure URL once, at most ``max_items``
+        (all of them in the JSON report at ``report_path``, if there is one)."""
+        blocks = []
         for kind in (MIXED_CONTENT, OWN_LINKS, FEED_SUBRESOURCES):
             entries = self.entries[kind]
             if not entries:
                 continue
             pages = len({place.output for entry in entries for place in entry.places})
-            heading = HEADINGS[kind].format(pages=_plural(pages, "page" if kind != FEED_SUBRESOURCES else "feed"))
-            warn = kind in ACT_ON
-            lines.append((warn, f"https: {len(entries)} {heading}:"))
             noun = "feed" if kind == FEED_SUBRESOURCES else "page"
-            lines += [(warn, f"https:   {_item(entry, noun)}") for entry in entries[:max_items]]
+            lines = [f"https: {len(entries)} {HEADINGS[kind].format(pages=_plural(pages, noun))}:"]
+            lines += [f"https:   {_item(entry, noun)}" for entry in entries[:max_items]]
             if len(entries) > max_items:
                 where = f" (all of them in {report_path})" if report_path else ""
-                lines.append((warn, f"https:   ... and {len(entries) - max_items} more{where}"))
-        lines += [(False, line) for line in self.other_hosts_lines()]
-        return lines
+                lines.append(f"https:   ... and {len(entries) - max_items} more{where}")
+            blocks.append((kind in ACT_ON, "\n".join(lines)))
+        if self.entries[OTHER_LINKS]:
+            blocks.append((False, "\n".join(self.other_hosts_lines())))
+        return blocks
 
     def other_hosts_lines(self, shown: int = 5) -> list[str]:
         entries = self.entries[OTHER_LINKS]
@@ -204,9 +213,10 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def _item(entry: Entry, noun: str) -> str:
+def _item(entry: Entry, noun: str, shown: int = 3) -> str:
     if entry.sources:
-        source = ", ".join(sorted(entry.sources))
+        sources = sorted(entry.sources)
+        source = ", ".join(sources[:shown]) + (f" and {len(sources) - shown} more" if len(sources) > shown else "")
     else:
         source = f"the theme or settings, e.g. {entry.places[0].output}:{entry.places[0].line}"
     return f"{entry.url} ({', '.join(sorted(entry.wheres))}; {_plural(entry.pages, noun)}; from {source})"

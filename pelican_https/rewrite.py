@@ -88,19 +88,24 @@ def syntax_for(path: str) -> str | None:
     return SYNTAX_BY_EXTENSION.get(path[dot:].lower())
 
 
-def rewrite(text: str, rules: Rules, syntax: str) -> RewriteResult:
-    """Upgrade the followed http URLs of ``text`` (html, xml, css or json)."""
+def rewrite(text: str, rules: Rules, syntax: str, report: bool = True) -> RewriteResult:
+    """Upgrade the followed http URLs of ``text`` (html, xml, css or json).
+    ``report=False``: list nothing insecure, and so look only at the URLs of
+    hosts to upgrade."""
     classify = CLASSIFIERS[syntax]
     doc = html.Document(text, escaped=syntax == "xml")
     pieces: list[str] = []
     copied_to = upgraded = 0
     insecure: list[tuple[int, Place, bool]] = []
     for start, after in candidates(text):
+        authority = authority_at(text, after)
+        upgrade = rules.rewrite and rules.upgradable(authority.host)
+        if not upgrade and not report:
+            continue
         place = classify(doc, start, after)
         if place is None:
             continue  # prose, a code sample, a comment, an identifier...
-        authority = authority_at(text, after)
-        if rules.rewrite and rules.upgradable(authority.host):
+        if upgrade:
             new, end = upgrade_pieces(text, start, authority, rules.host_map.get(authority.host))
             pieces.append(text[copied_to:start])
             pieces += new

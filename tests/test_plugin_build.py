@@ -68,8 +68,9 @@ def without_text_samples(text):
 
 
 def report_records(caplog):
-    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("pelican_https.")
-            and r.name != "pelican_https.plugin"]
+    """(level, line) of the report's messages (one message per category)."""
+    return [(r.levelname, line) for r in caplog.records if r.name.startswith("pelican_https.")
+            and r.name != "pelican_https.plugin" for line in r.getMessage().splitlines()]
 
 
 def report_lines(caplog):
@@ -99,9 +100,14 @@ def test_report_at_default_verbosity_is_the_headline_and_what_to_act_on(site):
     # to act on; no word of a JSON report that was not asked for.
     result = run_pelican(site)
     assert result.returncode == 0, result.stderr
-    # Pelican's console: "[time] LEVEL    message    file.py:line"
-    shown = [match.groups() for match in re.finditer(
-        r"(INFO|WARNING) +(https:.*?) +\w+\.py:\d+$", result.stdout + result.stderr, re.M)]
+    # Pelican's console: "[time] LEVEL    message    file.py:line", a
+    # message's further lines indented below it
+    shown, level = [], None
+    for line in (result.stdout + result.stderr).splitlines():
+        match = re.match(r"(?:\[[\d:]+\])? *(INFO|WARNING)? +(https:.*?)(?: +\w+\.py:\d+)? *$", line)
+        if match:
+            level = match.group(1) or level
+            shown.append((level, match.group(2)))
     assert shown == [("INFO", HEADLINE)] + [item for item in EXPECTED_REPORT if item[0] == "WARNING"]
     assert "JSON" not in result.stdout + result.stderr and "HTTPS_REPORT_PATH" not in result.stdout + result.stderr
 
