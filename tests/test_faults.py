@@ -4,6 +4,10 @@ Each test deploys a copy of example_site on a site of its own, takes a picture o
 get (pages' bytes, the served certificate's serial, the http redirect, `current`'s target, the
 vhost on disk), injects one fault into a `fab deploy`, and checks that the picture is the same
 afterwards and that the message names the stage and says what state the live site is in.
+
+Beyond the issue's list, the same promises under three more faults: a chain damaged after its
+first certificate, a reload of nginx by someone else while a new vhost is being tested, and
+Ctrl-C in the middle of an upload.
 """
 
 from __future__ import annotations
