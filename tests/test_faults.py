@@ -174,8 +174,7 @@ def test_a_failed_verification_puts_the_previous_release_back_and_prunes_nothing
 def test_a_truncated_live_certificate_and_a_failed_order_keep_https_up(make_blog, sandbox):
     blog, settings = deployed(make_blog, "fault-chain")
     before = live(settings)
-    live_cert = Path(settings.tls_dir) / "live"
-    chain = live_cert / "fullchain.pem"
+    chain = (Path(settings.tls_dir) / "live" / "fullchain.pem").resolve()  # tls/live may switch: this very file
     data = chain.read_bytes()
     leaf_end = data.index(b"-----END CERTIFICATE-----")
     chain.write_bytes(data[:leaf_end // 2])  # cut inside the certificate itself; nginx still serves it from memory
@@ -185,6 +184,9 @@ def test_a_truncated_live_certificate_and_a_failed_order_keep_https_up(make_blog
         after = live(settings)
         vhost = Path(settings.vhost_file).read_text()
         left = leftovers(settings)
+        sandbox.clear_dns(settings.canonical_domain)
+        repaired = blog.fab("deploy", check=False)  # the DNS fixed: the next deploy replaces the damaged certificate
+        after_repair = live(settings)
     finally:
         sandbox.clear_dns(settings.canonical_domain)
         # nginx -t fails for every site of this nginx while the file is damaged: repair it.
@@ -193,6 +195,10 @@ def test_a_truncated_live_certificate_and_a_failed_order_keep_https_up(make_blog
     assert after == before  # same serial: no reload happened, https still up
     assert re.search(r"listen \S+ ssl", vhost) and "ssl_certificate " in vhost  # the TLS server is still there
     assert left == []
+    assert repaired.returncode == 0, repaired.stderr
+    assert after_repair.serial != before.serial
+    assert after_repair.serial == serial_of(Path(settings.tls_dir) / "live")
+    assert after_repair._replace(serial=before.serial, vhost=before.vhost) == before
     assert "127.0.0.9" in message, result.stderr
     problems = []
     if "nothing went live" not in message.lower():
@@ -207,7 +213,7 @@ def test_a_chain_truncated_after_its_first_certificate_is_not_kept_as_it_is(make
     but its next reload (any site's deploy) fails `nginx -t` for every site of that nginx. A
     deploy must not call that certificate fine and leave the damaged file live."""
     blog, settings = deployed(make_blog, "fault-chain2")
-    chain = Path(settings.tls_dir) / "live" / "fullchain.pem"
+    chain = (Path(settings.tls_dir) / "live" / "fullchain.pem").resolve()
     data = chain.read_bytes()
     assert data.count(b"-----BEGIN CERTIFICATE-----") >= 2
     second = data.index(b"-----BEGIN CERTIFICATE-----", 1)
