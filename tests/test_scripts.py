@@ -126,6 +126,18 @@ def test_release_start_hard_links_the_base_and_deletes_the_listed_paths(tmp_path
     assert listing(base)["gone.html"] == b"gone" and listing(base)["old/x.txt"] == b"x"
 
 
+def test_release_start_deletes_a_path_with_a_newline_as_one_path(tmp_path):
+    """The list is NUL-separated because names may hold any other byte: a site that once had
+    'new\\nline.txt' (the upload supports such names) must be able to delete it, and a name such as
+    'x\\n./index.html' must never delete index.html."""
+    releases = tmp_path / "releases"
+    make_release(releases, "R1", {"new\nline.txt": b"odd", "x\n./index.html": b"odd too", "index.html": b"index",
+                                  "line.txt": b"keep"})
+    result = run("release-start", releases, "R2", "R1", stdin=b"./new\nline.txt\0./x\n./index.html\0")
+    assert result.returncode == 0, result.stderr
+    assert listing(releases / "R2.partial") == {"index.html": b"index", "line.txt": b"keep"}
+
+
 def test_release_start_without_a_base_makes_an_empty_release(tmp_path):
     releases = tmp_path / "site" / "releases"  # made when missing
     result = run("release-start", releases, "R1")
