@@ -9,7 +9,8 @@ changed, it stops after reading the state, as the pipeline does.
 
     python benchmarks/upload/client.py SETTINGS.py
 
-Prints ``in-process SECONDS`` on stderr: from the start of ``main`` (imports done) to the end.
+Prints ``in-process SECONDS`` on stderr: from the start of ``main`` (imports done) to the end,
+and ``stages ...``: the time at which each step ended, from the same start.
 """
 
 import sys
@@ -26,15 +27,24 @@ from deploy.settings import load_settings  # noqa: E402
 
 def main(path: str) -> None:
     started = time.perf_counter()
+    stages = []
+
+    def done(stage: str) -> None:
+        stages.append(f"{stage} {time.perf_counter() - started:.3f}")
+
     settings = load_settings(path)
     progress = pipeline.Progress()
     with ThreadPoolExecutor(max_workers=1) as pool:
         scanned = pool.submit(upload.scan, settings)  # hashing while SSH connects, as the pipeline does
         servers = connect_all(settings)
+        done("connected")
         try:
             with pipeline.hold(servers, settings, progress):
+                done("locked")
                 states = pipeline.read_states(servers, settings, progress)
+                done("state")
                 local = scanned.result()
+                done("scanned")
                 if settings.skip_unchanged and upload.unchanged(local, list(states.values())):
                     print("nothing changed: no new release", file=sys.stderr)
                 else:
@@ -42,12 +52,17 @@ def main(path: str) -> None:
                     sent = servers.each_or_raise(
                         lambda s: upload.send_release(s, settings, states[s], local, release_id),
                         stage="uploading the release")
+                    done("sent")
                     releases.commit(servers, settings, {s: releases.Change(release_id) for s in servers})
+                    done("committed")
                     releases.finish(servers, settings, prune=True)
+                    done("pruned")
                     for server, result in sent.items():
                         print(f"[{server}] {result.summary()}", file=sys.stderr)
         finally:
             servers.close()
+    done("closed")
+    print("stages " + ", ".join(stages), file=sys.stderr)
     print(f"in-process {time.perf_counter() - started:.3f}", file=sys.stderr)
 
 

@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=2000)
     parser.add_argument("--big-mb", type=int, default=500)
     parser.add_argument("--no-big", action="store_true", help="only cases (a) and (b)")
+    parser.add_argument("--stages", action="store_true", help="print the upload client's stage times of each run")
     args = parser.parse_args()
 
     compileall.compile_dir(ROOT / "deploy", quiet=1)  # as a wheel install leaves it
@@ -123,6 +124,9 @@ def main() -> None:
                     times[case][tool].append(seconds)
                     if tool == "upload":
                         times[case]["upload in-process"].append(in_process(result))
+                        if args.stages:
+                            print(f"  {case}: upload " + " ".join(line for line in result.stderr.splitlines()
+                                                                  if line.startswith("stages ")), flush=True)
             print(f"run {i + 1}: " + "; ".join(f"{case}: " + " ".join(f"{tool} {times[case][tool][-1]:.2f}"
                                                                       for tool in TOOLS) for case, _, _ in cases),
                   flush=True)
