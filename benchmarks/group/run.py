@@ -131,6 +131,9 @@ def main() -> None:
         r = m["fab 3 hosts"] / m["rsync loop"]
         print(f"fab 3 hosts / fab 1 host:   {g:.2f}x  (goal <= 1.3x: {'met' if g <= 1.3 else 'MISSED'})")
         print(f"fab 3 hosts / rsync loop:   {r:.2f}x  (goal < 1x, faster: {'met' if r < 1 else 'MISSED'})")
+        pairs = {k: median([x / y for x, y in zip(times[a], times[b])]) for k, (a, b) in
+                 {"3/1": ("fab 3 hosts", "fab 1 host"), "3/loop": ("fab 3 hosts", "rsync loop")}.items()}
+        print(f"  run by run (median of each run's ratio): fab 3/1 {pairs['3/1']:.2f}x, fab 3/rsync loop {pairs['3/loop']:.2f}x")
         print(f"upload 3 / upload 1:        {m['upload 3 hosts'] / m['upload 1 host']:.2f}x;  "
               f"upload 3 / rsync loop: {m['upload 3 hosts'] / m['rsync loop']:.2f}x")
         print(f"ACME orders for a first deploy to {HOSTS} hosts: {fab_orders} (fab's output), {ca_orders} (Pebble's log); "

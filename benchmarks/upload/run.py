@@ -139,12 +139,18 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def paired(a: list[float], b: list[float]) -> float:
+    """The median of the run-by-run ratios a/b (each pair ran back to back, under the same load)."""
+    return median([x / y for x, y in zip(a, b)])
+
+
 def report(times: dict, runs: int) -> None:
     print(f"\nMedians of {runs} runs, whole processes, wall seconds (min-max); ratio to rsync")
     print(f"{'case':<16}{'fab deploy':>18}{'upload alone':>18}{'(in-process)':>14}{'rsync':>18}"
           f"{'fab/rsync':>11}{'upload/rsync':>14}  goal")
     for case, t in times.items():
         r = median(t["rsync"])
+        pairs = f"(run by run: fab {paired(t['fab'], t['rsync']):.2f}x, upload {paired(t['upload'], t['rsync']):.2f}x)"
         f, u, ip = median(t["fab"]), median(t["upload"]), median(t["upload in-process"])
         goal = GOALS.get(case)
         verdict = ""
@@ -153,7 +159,7 @@ def report(times: dict, runs: int) -> None:
             if case == "b no change":
                 verdict += f"; fab <= 2x: {'met' if f / r <= 2 else 'MISSED'}"
         print(f"{case:<16}{f:>6.2f} ({spread(t['fab']):>9}){u:>6.2f} ({spread(t['upload']):>9}){ip:>13.2f} "
-              f"{r:>6.2f} ({spread(t['rsync']):>9}){f / r:>10.2f}x{u / r:>13.2f}x  {verdict}")
+              f"{r:>6.2f} ({spread(t['rsync']):>9}){f / r:>10.2f}x{u / r:>13.2f}x  {verdict} {pairs}")
 
 
 if __name__ == "__main__":
