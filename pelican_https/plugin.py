@@ -13,7 +13,7 @@ import logging
 import os
 
 from . import github
-from .build import Build
+from .build import Build, TextKeepingWriter
 from .settings import SettingsError, load
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,18 @@ def on_run_start(pelican) -> None:
     _builds.append(Build(pelican.settings))
 
 
+def provide_writer(pelican):
+    return TextKeepingWriter
+
+
+def keep_text(path: str, text: str) -> None:
+    if _builds:
+        _builds[-1].texts[os.path.abspath(path)] = text
+
+
+TextKeepingWriter.keep = staticmethod(keep_text)
+
+
 def on_content_object_init(content) -> None:
     if _builds:
         _builds[-1].add_content(content)
@@ -58,12 +70,12 @@ def on_all_generators_finalized(generators) -> None:
 
 def on_content_written(path, context) -> None:
     if _builds:
-        _builds[-1].written.append((path, None, context.get("article") or context.get("page")))
+        _builds[-1].add_written(path, None, context.get("article") or context.get("page"))
 
 
 def on_feed_written(path, context, feed) -> None:
     if _builds:
-        _builds[-1].written.append((path, "xml", None))  # a feed, whatever its name
+        _builds[-1].add_written(path, "xml", None)  # a feed, whatever its name
 
 
 def on_writer_finalized(generator, writer) -> None:

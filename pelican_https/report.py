@@ -104,14 +104,17 @@ class Collector:
                 entry = entries[category(finding, feed)].setdefault(finding.url, Entry(finding.url))
                 entry.wheres.add(finding.where)
                 entry.places.append(Place(output, finding.line))
-        sources: dict[str, set[str]] = {}  # (a feed's URL: named by the article's page)
-        for category_entries in entries.values():
-            for entry in category_entries.values():
+        # Sources of what is to be acted on: a feed's URL is named by the
+        # article's page that shows it too.  (Not of links to other hosts:
+        # a big blog has thousands, and the report counts them by host.)
+        sources: dict[str, set[str]] = {}
+        for kind in (MIXED_CONTENT, OWN_LINKS, FEED_SUBRESOURCES):
+            for entry in entries[kind].values():
                 found = sources.setdefault(entry.url, set())
                 for output in dict.fromkeys(place.output for place in entry.places):
                     found.update(sources_of(output, entry.url))
-        for category_entries in entries.values():
-            for entry in category_entries.values():
+        for kind in (MIXED_CONTENT, OWN_LINKS, FEED_SUBRESOURCES):
+            for entry in entries[kind].values():
                 entry.sources = sources[entry.url] or search(entry.url)
         ordered = {category: sorted(found.values(), key=lambda e: (-e.pages, e.url))
                    for category, found in entries.items()}
