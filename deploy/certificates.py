@@ -52,6 +52,9 @@ def decide_group(states: dict[Server, HostState], settings: DeploySettings, now:
     """Pure: which certificate the group serves after this deploy, or that an order is needed."""
     first = next(iter(states.values()))
     primary = decide(first.live, settings, now, info)
+    if first.live is None and first.live_id:
+        primary = dataclasses.replace(primary, reason=f"the live certificate {first.live_id} on {next(iter(states))} "
+                                                      "is unreadable or incomplete: a new one is needed")
     if force:
         return CertPlan(forced(primary, first.live), None)
     candidates = {c.cert_id: c for s in states.values() for c in (s.live, s.staged) if c is not None}

@@ -18,7 +18,7 @@ from .errors import NginxError, RemoteCommandFailed
 from .server_setup import nginx_sudo_command
 from .settings import DeploySettings
 from .state import HostState
-from .vhost import Vhost, render_challenge_vhost
+from .vhost import PROBE_PREFIX, Vhost, render_challenge_vhost, served_domains
 
 log = logging.getLogger("pelican_https.deploy")
 
@@ -30,10 +30,23 @@ NGINX_HANDOVER = 0.13
 _NGINX_LINE = re.compile(r"\[(emerg|alert|crit|error|warn)\]")
 
 
+def installed_vhost(text: str) -> Vhost | None:
+    """The vhost a host had (read back from its file), with the probe that tells when nginx runs it again."""
+    probe = re.search(re.escape(PROBE_PREFIX) + r"[0-9a-f]+", text)
+    names = served_domains(text)
+    return Vhost(text, probe.group(), names[0]) if probe and names else None
+
+
+def lock_path(settings: DeploySettings) -> str:
+    """The file every pelican-https site of a server locks around its nginx steps (scripts/nginx-test.sh):
+    the nginx executable, which every deploy user can open read-only, whatever the site."""
+    return nginx_sudo_command(settings)[0]
+
+
 def test(server: Server, settings: DeploySettings, vhost: Vhost) -> tuple[str, ...]:
     """``nginx -t`` with the new vhost in place for the test only; returns nginx's warnings."""
     try:
-        out = server.script("nginx-test", str(settings.vhost_file), *settings.nginx, stdin=vhost.text.encode(),
+        out = server.script("nginx-test", str(settings.vhost_file), lock_path(settings), *settings.nginx, stdin=vhost.text.encode(),
                             what="testing the new vhost")
     except RemoteCommandFailed as exc:
         raise error(exc, settings, server) from exc
@@ -53,7 +66,7 @@ def open_challenge_path(servers: Servers, states: dict[Server, HostState], setti
             return False
         vhost = render_challenge_vhost(settings, missing, state.vhost_text)
         try:
-            server.script("challenge-vhost", "apply", str(settings.vhost_file), *settings.nginx,
+            server.script("challenge-vhost", "apply", str(settings.vhost_file), lock_path(settings), *settings.nginx,
                           stdin=vhost.text.encode(), what="opening the challenge path")
         except RemoteCommandFailed as exc:
             raise error(exc, settings, server) from exc
@@ -72,7 +85,7 @@ def close_challenge_path(servers: Servers, settings: DeploySettings, opened: lis
     """Put the live vhost back where ``open_challenge_path`` changed it (also after a failed order)."""
     if opened:
         Servers.from_connections(opened).each(
-            lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file), *settings.nginx,
+            lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file), lock_path(settings), *settings.nginx,
                                what="closing the challenge path"))
 
 

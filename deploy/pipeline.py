@@ -11,8 +11,11 @@ orders them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
@@ -82,7 +85,8 @@ def read_states(servers: Servers, settings: DeploySettings, progress: Progress) 
         log.warning("an earlier deploy was interrupted on %s: putting back what it left half done",
                     ", ".join(map(str, pending)))
         group = Servers.from_connections(pending)
-        group.each_or_raise(lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file), *settings.nginx),
+        group.each_or_raise(lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file),
+                                                     nginx.lock_path(settings), *settings.nginx),
                             stage="closing an earlier challenge path")
         failed = {s: e for s, e in releases.undo(group, settings).items() if e is not None}
         if failed:
@@ -101,7 +105,7 @@ def _deploy_locked(servers: Servers, states: dict, settings: DeploySettings, loc
     if local is not None:
         release_id = _upload(servers, states, settings, local, progress)
     try:
-        progress.enter("the certificate")
+        progress.enter("preparing the certificate")
         cert, decision = _certificate(servers, states, settings, force, clock())
         progress.enter("testing the nginx vhost")
         changes = _changes(servers, states, settings, local, release_id, cert)
@@ -109,7 +113,8 @@ def _deploy_locked(servers: Servers, states: dict, settings: DeploySettings, loc
         if release_id:
             servers.each(upload.abort, settings, release_id)
         raise
-    _commit_and_verify(servers, settings, changes, cert, progress)
+    previous = {s: nginx.installed_vhost(st.vhost_text) for s, st in states.items()}
+    _commit_and_verify(servers, settings, changes, previous, cert, progress)
     return DeployResult(release_id, decision.action, decision.reason, cert.certificate.serial_number,
                         cert.certificate.not_valid_after_utc, settings.https_origin + "/", tuple(map(str, servers)))
 
@@ -120,7 +125,11 @@ def _upload(servers: Servers, states: dict, settings: DeploySettings, local, pro
         log.info("upload: nothing changed since the live release; no new release (DEPLOY_SKIP_UNCHANGED)")
         return ""
     release_id = upload.new_release_id(list(states.values()))
-    result = servers.each(lambda s: upload.send_release(s, settings, states[s], local, release_id, progress.sent))
+    cancel = threading.Event()
+    with _interrupt_sets(cancel):  # Ctrl-C stops the streams; each host then removes its partial release
+        result = servers.each(lambda s: upload.send_release(s, settings, states[s], local, release_id, progress.sent, cancel))
+    if cancel.is_set():
+        raise KeyboardInterrupt
     if result.failed:
         servers.each(upload.abort, settings, release_id)
         from .connection import group_error
@@ -128,6 +137,19 @@ def _upload(servers: Servers, states: dict, settings: DeploySettings, local, pro
     for server, sent in result.succeeded.items():
         log.info("[%s] upload: %s", server, sent.summary())
     return release_id
+
+
+@contextlib.contextmanager
+def _interrupt_sets(event: threading.Event):
+    """While the block runs, SIGINT sets ``event`` instead of raising in the middle of Fabric's threads."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _certificate(servers: Servers, states: dict, settings: DeploySettings, force: bool, now: dt.datetime):
@@ -157,11 +179,11 @@ def _changes(servers: Servers, states: dict, settings: DeploySettings, local, re
     return changes
 
 
-def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict[Server, Change], cert: Installed,
-                       progress: Progress) -> None:
+def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict[Server, Change],
+                       previous: dict, cert: Installed, progress: Progress) -> None:
     changing = any(c.any for c in changes.values())
     if changing:
-        progress.enter("the commit")
+        progress.enter("committing")
         progress.committing = True
         releases.commit(servers, settings, changes)
         log.info("committed on %s: %s", ", ".join(map(str, servers)), _what(next(iter(changes.values()))))
@@ -174,6 +196,7 @@ def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict
         failed = {s: e for s, e in releases.undo(servers, settings).items() if e is not None}
         back = ("every host serves what it served before" if not failed else
                 "putting it back FAILED on " + ", ".join(f"{s} ({e})" for s, e in failed.items()))
+        _settle(servers, settings, changes, previous)
         if isinstance(exc, Exception):
             raise VerificationFailed(f"{exc}\nThe new release, vhost and certificate were put back: {back}. "
                                      "A certificate issued in this deploy stays staged for the next one.") from exc
@@ -182,6 +205,18 @@ def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict
         progress.enter("finishing")
         releases.finish(servers, settings)
     progress.committing = False
+
+
+def _settle(servers: Servers, settings: DeploySettings, changes: dict[Server, Change], previous: dict) -> None:
+    """After putting a host back: wait until nginx answers with the previous vhost again (a reload
+    takes effect a moment later), and remove the release that never went live."""
+    def settle(server: Server) -> None:
+        if changes[server].vhost and previous[server]:
+            nginx.confirm(server, settings, previous[server])
+        if changes[server].release_id:
+            upload.abort(server, settings, changes[server].release_id)
+    for server, exc in servers.each(settle).failed.items():
+        log.warning("[%s] after putting it back: %s", server, exc)
 
 
 def _confirm_and_verify(server: Server, settings: DeploySettings, changes: dict[Server, Change], cert: Installed) -> None:

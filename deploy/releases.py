@@ -17,7 +17,7 @@ from typing import NamedTuple
 from . import manifest as mf
 from .connection import Server, Servers
 from .errors import DeployError, RemoteCommandFailed
-from .nginx import error as nginx_error
+from .nginx import error as nginx_error, lock_path
 from .settings import DeploySettings
 from .vhost import Vhost
 
@@ -62,7 +62,7 @@ def _apply(server: Server, settings: DeploySettings, changes: dict[Server, Chang
     change = changes[server]
     try:
         server.script("commit", "apply", str(settings.remote_root), str(settings.state_dir), change.release_id,
-                      change.cert_id, "yes" if change.vhost else "no", *settings.nginx, what="committing")
+                      change.cert_id, "yes" if change.vhost else "no", lock_path(settings), *settings.nginx, what="committing")
     except RemoteCommandFailed as exc:
         if exc.status == CURRENT_NOT_A_LINK:
             raise DeployError(f"{settings.current_link} on {server} is a folder, not the symlink pelican-https "
@@ -72,7 +72,7 @@ def _apply(server: Server, settings: DeploySettings, changes: dict[Server, Chang
 
 def undo(servers: Servers, settings: DeploySettings) -> dict[Server, Exception | None]:
     """Put back what each host's journal says was live (nothing where there is no journal)."""
-    result = servers.each(lambda s: s.script("commit", "undo", str(settings.remote_root), str(settings.state_dir),
+    result = servers.each(lambda s: s.script("commit", "undo", str(settings.remote_root), str(settings.state_dir), lock_path(settings),
                                              *settings.nginx, what="putting the previous site back"))
     for server, exc in result.failed.items():
         log.error("[%s] putting the previous site back failed: %s", server, exc)

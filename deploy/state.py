@@ -36,6 +36,7 @@ class HostState(NamedTuple):
     releases: tuple[str, ...]  # complete releases, oldest first
     vhost_text: str  # the live vhost ("" before the first deploy)
     served: tuple[str, ...]  # the names the live vhost serves
+    live_id: str  # the folder tls/live points to ("" when none): set while ``live`` may be None (unreadable)
     live: Installed | None  # the live certificate (tls/live)
     staged: Installed | None  # the newest certificate staged but not live
     renewal_info: RenewalInfo | None  # the CA's last ARI answer, cached
@@ -77,6 +78,7 @@ def parse(data: bytes) -> HostState:
         releases=releases,
         vhost_text=vhost_text,
         served=served_domains(vhost_text),
+        live_id=text.get("live-id", "").strip(),
         live=certificate(text, "live", text.get("live-id", "").strip()),
         staged=certificate(text, "staged", text.get("staged-id", "").strip()),
         renewal_info=_renewal_info(text.get("ari", "")),
@@ -93,7 +95,11 @@ def certificate(text: dict[str, str], which: str, cert_id: str) -> Installed | N
         return None
     try:
         meta = json.loads(meta_text)
-        cert = x509.load_pem_x509_certificate(chain.encode())
+        # Every block of the chain, not just the leaf: a chain cut short must not count as usable.
+        blocks = x509.load_pem_x509_certificates(chain.encode())
+        if len(blocks) != chain.count("-----BEGIN CERTIFICATE-----") or len(blocks) < 2:
+            raise ValueError(f"the chain holds {len(blocks)} readable certificate(s), expected the leaf and its issuer")
+        cert = blocks[0]
         if "NO-OPENSSL" in public_key:
             matches = None  # cannot tell without openssl on the server; nginx -t still checks
         else:

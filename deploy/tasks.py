@@ -65,7 +65,12 @@ def _run(settings_file: str, **kwargs) -> pipeline.DeployResult:
         where = ("The commit had started: the live site may be half switched on some host; the next deploy "
                  "(or `fab rollback`) puts back or finishes it first." if progress.committing else
                  "Nothing went live: the site serves what it served before.")
-        raise Exit(f"interrupted during {progress.stage}. {where}", code=130) from None
+        raise Exit(f"interrupted while {progress.stage}. {where}", code=130) from None
+    except DeployError as exc:
+        if progress.committing or progress.stage in ("connecting", "taking the deploy lock"):
+            raise  # the commit's messages say what was put back; nothing was touched before the lock
+        raise Exit(f"error: {exc}\nThe deploy stopped while {progress.stage}. Nothing went live: the site serves "
+                   "what it served before.", code=1) from exc
     finally:
         if meter:
             meter.close()

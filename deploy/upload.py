@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import tarfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -66,15 +67,17 @@ def new_release_id(states: list[HostState]) -> str:
 
 
 def send_release(server: Server, settings: DeploySettings, state: HostState, local: mf.Prepared, release_id: str,
-                 progress: Progress | None = None) -> Sent:
-    """Build and check ``releases/<id>`` on one host from what it lacks; not live."""
+                 progress: Progress | None = None, cancel: threading.Event | None = None) -> Sent:
+    """Build and check ``releases/<id>`` on one host from what it lacks; not live. ``cancel`` set
+    (Ctrl-C) stops the stream; the partial release is removed either way."""
     started = time.monotonic()
     old = state.manifest if state.current else None
+    meter = _Meter(str(server), progress, cancel or threading.Event())
     try:
-        plan, sent = _send(server, settings, old and state.current, old, local, release_id, progress)
+        plan, sent = _send(server, settings, old and state.current, old, local, release_id, meter)
         if plan is None:  # the copy of the live release did not match (edited by hand?): everything
             log.warning("[%s] the release built from %s does not match its manifest: uploading everything", server, state.current)
-            plan, more = _send(server, settings, None, None, local, release_id, progress)
+            plan, more = _send(server, settings, None, None, local, release_id, meter)
             sent += more
             if plan is None:
                 raise UploadError(f"the new release {release_id} on {server} does not match what was sent. Nothing went "
@@ -94,12 +97,12 @@ def abort(server: Server, settings: DeploySettings, release_id: str) -> None:
 
 
 def _send(server: Server, settings: DeploySettings, base: str | None, old: dict | None, local: mf.Prepared,
-          release_id: str, progress: Progress | None) -> tuple[mf.Plan | None, int]:
+          release_id: str, meter: _Meter) -> tuple[mf.Plan | None, int]:
     plan = mf.diff(old, local.entries)
     releases = str(settings.releases_dir)
     deleted = b"".join(os.fsencode("./" + p) + b"\0" for p in plan.deleted)
     server.script("release-start", releases, release_id, base or "", stdin=deleted, what="starting the release")
-    meter = _Meter(str(server), progress)
+    meter.total = 0
     members = sorted(plan.upload + plan.new_dirs, key=lambda e: e.path)
     try:
         out = server.script("release-unpack", releases, release_id, local.listing_digest,
@@ -109,6 +112,7 @@ def _send(server: Server, settings: DeploySettings, base: str | None, old: dict 
     except RemoteCommandFailed as exc:
         raise UploadError(f"uploading release {release_id} failed: {exc}. Nothing went live; the unfinished release "
                           "was removed. Is the server's disk full (df -h)?") from exc
+    meter.check()
     if out.startswith(b"MATCHES"):
         return plan, meter.total
     if out.startswith(b"DIFFERS\n"):
@@ -190,11 +194,18 @@ class _Writer:
 
 
 class _Meter:
-    def __init__(self, host: str, progress: Progress | None):
-        self.host, self.progress, self.total = host, progress, 0
+    """Counts the bytes sent (for the progress display) and stops the stream once ``cancel`` is set."""
+
+    def __init__(self, host: str, progress: Progress | None, cancel: threading.Event):
+        self.host, self.progress, self.cancel, self.total = host, progress, cancel, 0
+
+    def check(self) -> None:
+        if self.cancel.is_set():
+            raise UploadError("the upload was interrupted")
 
     def wrap(self, write: Callable[[bytes], None]) -> Callable[[bytes], None]:
         def counted(data: bytes) -> None:
+            self.check()
             write(data)
             self.total += len(data)
             if self.progress:

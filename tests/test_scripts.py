@@ -74,7 +74,8 @@ def nginx(tmp_path):
 
     class Nginx:
         def __call__(self, mode: str, vhost: Path | None = None) -> list[str]:
-            return ["sh", str(fake), mode, str(log), str(vhost or "-")]
+            # NGINX_LOCK (any readable file: the stand-in itself), then the NGINX_WORDs.
+            return [str(fake), "sh", str(fake), mode, str(log), str(vhost or "-")]
 
         @property
         def calls(self) -> str:
@@ -135,7 +136,8 @@ def test_release_start_deletes_a_path_with_a_newline_as_one_path(tmp_path):
                                   "line.txt": b"keep"})
     result = run("release-start", releases, "R2", "R1", stdin=b"./new\nline.txt\0./x\n./index.html\0")
     assert result.returncode == 0, result.stderr
-    assert listing(releases / "R2.partial") == {"index.html": b"index", "line.txt": b"keep"}
+    # ('x\n.' is the folder that held the second odd name: not listed, so kept, now empty.)
+    assert listing(releases / "R2.partial") == {"index.html": b"index", "line.txt": b"keep", "x\n.": "dir"}
 
 
 def test_release_start_without_a_base_makes_an_empty_release(tmp_path):

@@ -2,12 +2,18 @@
 # Before an ACME order for names the live vhost does not serve yet: install the live vhost plus
 # port-80 challenge-only servers for those names (stdin), test, reload; `restore` puts the live
 # vhost back after the order, whatever its outcome. Never removes a TLS server.
-# Usage: challenge-vhost.sh apply|restore VHOST_FILE NGINX_WORD...
-# Exit 3: nginx -t failed (the live vhost is back); 6: the deploy user may not run nginx.
+# Usage: challenge-vhost.sh apply|restore VHOST_FILE NGINX_LOCK NGINX_WORD...   (NGINX_LOCK: see nginx-test.sh)
+# Exit 3: nginx -t failed (the live vhost is back); 6: the deploy user may not run nginx; 8: no lock.
 set -u
-action=$1 vhost=$2
-shift 2
+action=$1 vhost=$2 nginx_lock=$3
+shift 3
 umask 022
+lock_nginx() {  # see nginx-test.sh: every pelican-https site of this nginx takes this lock around its nginx steps
+    [ -r "$1" ] || { echo "cannot read $1 (the nginx lock)" >&2; exit 8; }
+    exec 8< "$1"
+    flock -w 120 8 || { echo "could not lock $1 within 120 s" >&2; exit 8; }
+}
+lock_nginx "$nginx_lock"
 test_and_reload() {
     out=$("$@" -t 2>&1) || {
         case $out in *"sudo:"*) printf '%s\n' "$out" >&2; return 6;; esac

@@ -2,11 +2,11 @@
 # The one step visitors see: make the new certificate, vhost and release live together with one
 # reload, or undo them. A journal records what was live before, so that a commit cut short
 # (even a killed client) is undone by the next deploy, and a failed verification puts it back.
-# Usage: commit.sh apply  REMOTE_ROOT STATE_DIR RELEASE_ID CERT_ID VHOST_CHANGED(yes|no) NGINX_WORD...
-#        commit.sh undo   REMOTE_ROOT STATE_DIR NGINX_WORD...
+# Usage: commit.sh apply  REMOTE_ROOT STATE_DIR RELEASE_ID CERT_ID VHOST_CHANGED(yes|no) NGINX_LOCK NGINX_WORD...
+#        commit.sh undo   REMOTE_ROOT STATE_DIR NGINX_LOCK NGINX_WORD...   (NGINX_LOCK: see nginx-test.sh)
 #        commit.sh finish REMOTE_ROOT STATE_DIR [KEEP_RELEASES KEEP_CERTIFICATES]   (verified: forget the
 #        journal; with the numbers, prune older releases and certificates, never the live ones)
-# Exit 3: nginx -t failed; 4: reload failed; 6: the deploy user may not run nginx (all undone).
+# Exit 3: nginx -t failed; 4: reload failed; 6: the deploy user may not run nginx (all undone); 8: no lock.
 set -u
 action=$1 root=$2 state=$3
 shift 3
@@ -38,10 +38,17 @@ undo() {  # put back what the journal says was live
     rm -f -- "$journal"
 }
 
+lock_nginx() {  # see nginx-test.sh: every pelican-https site of this nginx takes this lock around its nginx steps
+    [ -r "$1" ] || { echo "cannot read $1 (the nginx lock)" >&2; exit 8; }
+    exec 8< "$1"
+    flock -w 120 8 || { echo "could not lock $1 within 120 s" >&2; exit 8; }
+}
+
 case $action in
 apply)
     release_id=$1 cert_id=$2 vhost_changed=$3
-    shift 3
+    lock_nginx "$4"
+    shift 4
     if [ -e "$root/current" ] && [ ! -L "$root/current" ]; then
         echo "$root/current is not a symlink (a folder copied by hand?): move it away, then deploy again" >&2
         exit 7
@@ -63,6 +70,8 @@ apply)
     echo committed
     ;;
 undo)
+    lock_nginx "$1"
+    shift
     [ ! -f "$journal" ] || undo "$@" || exit $?
     echo undone
     ;;

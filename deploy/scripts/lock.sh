@@ -15,7 +15,8 @@ if ! flock -n 9; then
         exit 75
     fi
 fi
-printf '%s\n' "$holder" > "$lock.holder"
+# Renamed into place: a waiting deploy never reads it half written.
+printf '%s\n' "$holder" > "$lock.holder.tmp" && mv -f "$lock.holder.tmp" "$lock.holder"
 echo LOCKED
 cat > /dev/null
 rm -f "$lock.holder"

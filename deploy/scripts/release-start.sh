@@ -16,7 +16,9 @@ else
     mkdir -m 755 -- "$partial"
 fi
 cd "$partial"
-# Each listed path is './<path>', checked by the client (no '..', not absolute).
-tr '\0' '\n' | while IFS= read -r path; do
+# Each listed path is './<path>', checked by the client (no '..', not absolute); read NUL by NUL,
+# so that a name holding a newline is one path.
+# shellcheck disable=SC2016 # the inner script's variables are its own
+xargs -0 -r sh -c 'for path do
     case $path in ./*) rm -rf -- "$path";; *) echo "refusing to delete $path" >&2; exit 1;; esac
-done
+done' sh
