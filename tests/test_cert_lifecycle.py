@@ -389,8 +389,8 @@ def test_status_report_names_the_ari_window():
     info = window(40, 41)
     decision = decide(INSTALLED, make_settings(), T0 + dt.timedelta(days=1), info)
     releases = ("20251201T000000000000Z", "20251215T000000000000Z", "20260101T000000000000Z")
-    state = host_state.HostState(NginxBuild((1, 22, 1), (3, 0, 0)), releases[-1], True, releases, "", (), INSTALLED, None,
-                                 info, None, "", False)
+    state = host_state.HostState(NginxBuild((1, 22, 1), (3, 0, 0)), releases[-1], True, releases, "", (), INSTALLED.cert_id,
+                                 INSTALLED, None, info, None, "", False)
     text = status.report(status.Status("203.0.113.5", state, decision, info, T0), make_settings())
     assert "blog.example.com: issuer CN=test CA, serial 1234abcd, valid until 2026-04-01 00:00:00 UTC" in text
     assert f"next renewal: {decision.renew_from:%Y-%m-%d %H:%M:%S} UTC (the CA's renewal window (ARI))" in text

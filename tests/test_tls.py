@@ -54,6 +54,10 @@ def site(sandbox, tmp_path_factory):
     path = tmp_path_factory.mktemp("tls") / "blog"
     shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
     blog = Blog(path, sandbox, "tls-check")
+    # Names of its own: other tests deploy example_site's names to the same sandbox nginx.
+    with open(path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_DOMAINS = ['tls-test.example.com', 'www.tls-test.example.com']\n"
+                "SITEURL = 'https://tls-test.example.com:' + str(DEPLOY_HTTPS_PORT)\n")
     blog.build()
     blog.fab("deploy")
     return blog.settings()

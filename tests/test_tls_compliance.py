@@ -51,6 +51,10 @@ def deployed(sandbox, tmp_path_factory):
     path = tmp_path_factory.mktemp("tls-compliance") / "blog"
     shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
     blog = Blog(path, sandbox, "tls-compliance")
+    # Names of its own: other tests deploy example_site's names to the same sandbox nginx.
+    with open(path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_DOMAINS = ['tls-compliance.example.com', 'www.tls-compliance.example.com']\n"
+                "SITEURL = 'https://tls-compliance.example.com:' + str(DEPLOY_HTTPS_PORT)\n")
     blog.build()
     blog.fab("deploy")
     return blog.settings(), sandbox.hosts[0].address
