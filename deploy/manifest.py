@@ -35,12 +35,6 @@ FILE_MODE, DIR_MODE, LINK_MODE = 0o644, 0o755, 0o777
 RELEASE_ID = re.compile(r"[0-9]{8}T[0-9]{12}Z")
 _ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
-# Already-compressed formats: gzip would crawl through them, so with gzip they travel as they are.
-COMPRESSED_SUFFIXES = frozenset(
-    ".jpg .jpeg .png .gif .webp .avif .heic .ico .woff .woff2 .gz .tgz .zst .bz2 .xz .lz .7z .zip .rar "
-    ".mp3 .mp4 .m4a .m4v .ogg .oga .ogv .opus .webm .mov .mkv .flac .pdf .epub .docx .xlsx .pptx .odt .br".split())
-
-
 class Entry(NamedTuple):
     """One entry of a release. A tuple (not a dataclass): a deploy builds and compares thousands
     of them between taking the lock and sending the release, and tuples do both in C."""
@@ -221,13 +215,11 @@ def is_release_path(path: str) -> bool:
 # --- checking a built release --------------------------------------------------------------------
 
 # The server proves that a built release matches its manifest in one line: the SHA-256 of a
-# canonical listing, made there by ``CANONICAL_FIND | LC_ALL=C sort -z | sha256sum`` and here by
-# ``listing_digest`` (in the scan's thread, before the lock is even held). One record per entry,
-# NUL-terminated: the path ("//" never occurs in one), then what is checked: kind and mode for
-# folders, kind, mode and size for files, kind and target for symlinks. Only when the digests
-# differ does the server send its full listing, for ``check_release`` to name the problems.
-CANONICAL_FIND = ("find . -mindepth 1 \\( -type d -printf '%P//d %m\\0' \\) -o \\( -type l -printf '%P//l %l\\0' \\) "
-                  "-o \\( -type f -printf '%P//f %m %s\\0' \\) -o -printf '%P//%y\\0'")
+# canonical listing, made there by scripts/release-unpack.sh (GNU find, `LC_ALL=C sort -z`) and here
+# by ``listing_digest``. One record per entry, NUL-terminated: the path ("//" never occurs in one),
+# then what is checked: kind and mode for folders, kind, mode and size for files, kind and target
+# for symlinks. Only when the digests differ does the server send its full listing, for
+# ``check_release`` to name the problems.
 
 
 def canonical_listing(manifest: Manifest) -> bytes:
@@ -318,10 +310,6 @@ def next_release_id(now: dt.datetime, existing: Iterable[str]) -> str:
 
 def release_time(release_id: str) -> dt.datetime:
     return dt.datetime.strptime(release_id, _ID_FORMAT).replace(tzinfo=dt.timezone.utc)
-
-
-def is_compressed(path: str) -> bool:
-    return posixpath.splitext(path)[1].lower() in COMPRESSED_SUFFIXES
 
 
 def summary_counts(plan: Plan) -> str:
