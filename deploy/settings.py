@@ -258,8 +258,43 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
     base = base or Path.cwd()
 
     hosts = _hosts(values["DEPLOY_HOST"], values["DEPLOY_HOSTS"], _port("DEPLOY_PORT", values["DEPLOY_PORT"]))
-    siteurl = raw.get("SITEURL") or ""
-    domains = values["DEPLOY_DOMAINS"]
+    domains = _domains(values["DEPLOY_DOMAINS"], raw.get("SITEURL") or "")
+    site_name = _site_name(values["DEPLOY_SITE_NAME"] or domains[0])
+    output = values["DEPLOY_OUTPUT_PATH"] or raw.get("OUTPUT_PATH") or "output"
+    http_port = _port("DEPLOY_HTTP_PORT", values["DEPLOY_HTTP_PORT"])
+    https_port = _port("DEPLOY_HTTPS_PORT", values["DEPLOY_HTTPS_PORT"])
+    verify_address = values["DEPLOY_VERIFY_ADDRESS"]
+    return DeploySettings(
+        host=hosts[0][0],
+        port=hosts[0][1],
+        hosts=hosts,
+        user=_user(values["DEPLOY_USER"]),
+        ssh_key=_local_file("DEPLOY_SSH_KEY", values["DEPLOY_SSH_KEY"], base),
+        known_hosts=_local_path("DEPLOY_KNOWN_HOSTS", values["DEPLOY_KNOWN_HOSTS"], base),
+        domains=domains,
+        site_name=site_name,
+        output_path=Path(output) if Path(output).is_absolute() else base / output,
+        **_server_paths(values, site_name),
+        keep_releases=_int("DEPLOY_KEEP_RELEASES", values["DEPLOY_KEEP_RELEASES"], 1, 1000),
+        lock_timeout=_int("DEPLOY_LOCK_TIMEOUT", values["DEPLOY_LOCK_TIMEOUT"], 0, 86400),
+        skip_unchanged=_bool("DEPLOY_SKIP_UNCHANGED", values["DEPLOY_SKIP_UNCHANGED"]),
+        acme_directory=_acme_directory(values["DEPLOY_ACME_DIRECTORY"]),
+        acme_email=_email(values["DEPLOY_ACME_EMAIL"]),
+        acme_ca_bundle=_local_file("DEPLOY_ACME_CA_BUNDLE", values["DEPLOY_ACME_CA_BUNDLE"], base),
+        http_port=http_port,
+        https_port=https_port,
+        nginx=_nginx_command(values["DEPLOY_NGINX"]),
+        listen_addresses=_listen_addresses(values["DEPLOY_LISTEN"]),
+        verify_address=None if verify_address is None else _host("DEPLOY_VERIFY_ADDRESS", verify_address),
+        verify_ca=_local_file("DEPLOY_VERIFY_CA", values["DEPLOY_VERIFY_CA"], base),
+        csp_upgrade_insecure=_bool("DEPLOY_CSP_UPGRADE_INSECURE", values["DEPLOY_CSP_UPGRADE_INSECURE"]),
+        nginx_default_server=_bool("DEPLOY_NGINX_DEFAULT_SERVER", values["DEPLOY_NGINX_DEFAULT_SERVER"]),
+        **_hsts(values, http_port, https_port),
+        **_certificate_options(values),
+    )
+
+
+def _domains(domains: Any, siteurl: str) -> tuple[str, ...]:
     if domains is None:
         siteurl_host = urlsplit(siteurl).hostname if siteurl else None
         if not siteurl_host:
@@ -270,84 +305,60 @@ def settings_from_mapping(raw: dict[str, Any], base: Path | None = None) -> Depl
     domains = tuple(validate_domain("DEPLOY_DOMAINS", d) for d in domains)
     if len(set(domains)) != len(domains):
         raise SettingsError(f"DEPLOY_DOMAINS={list(domains)!r}: a domain is listed twice")
+    return domains
 
-    site_name = values["DEPLOY_SITE_NAME"] or domains[0]
+
+def _site_name(site_name: Any) -> str:
     if not isinstance(site_name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", site_name):
         raise SettingsError(f"DEPLOY_SITE_NAME={site_name!r}: expected letters, digits, '.', '_' or '-' (it names folders on the server)")
+    return site_name
 
-    output = values["DEPLOY_OUTPUT_PATH"] or raw.get("OUTPUT_PATH") or "output"
-    output_path = Path(output) if Path(output).is_absolute() else base / output
 
-    acme_directory = values["DEPLOY_ACME_DIRECTORY"]
-    acme_directory = ACME_DIRECTORIES.get(acme_directory, acme_directory)
-    if not isinstance(acme_directory, str) or urlsplit(acme_directory).scheme != "https" or not urlsplit(acme_directory).hostname:
-        raise SettingsError(f"DEPLOY_ACME_DIRECTORY={values['DEPLOY_ACME_DIRECTORY']!r}: expected 'letsencrypt', 'letsencrypt-staging' or an https:// directory URL")
+def _acme_directory(value: Any) -> str:
+    url = ACME_DIRECTORIES.get(value, value) if isinstance(value, str) else value
+    if not isinstance(url, str) or urlsplit(url).scheme != "https" or not urlsplit(url).hostname:
+        raise SettingsError(f"DEPLOY_ACME_DIRECTORY={value!r}: expected 'letsencrypt', 'letsencrypt-staging' or an https:// directory URL")
+    return url
 
-    email = values["DEPLOY_ACME_EMAIL"]
+
+def _email(email: Any) -> str | None:
     if email is not None and (not isinstance(email, str) or not _EMAIL.fullmatch(email)):
         raise SettingsError(f"DEPLOY_ACME_EMAIL={email!r}: expected an e-mail address such as 'you@example.com', or None")
+    return email
 
-    nginx = values["DEPLOY_NGINX"]
+
+def _nginx_command(nginx: Any) -> tuple[str, ...]:
     if isinstance(nginx, str) or not isinstance(nginx, (list, tuple)) or not nginx or not all(isinstance(a, str) and a and "\n" not in a for a in nginx):
         raise SettingsError(f"DEPLOY_NGINX={nginx!r}: expected a list of command words such as ['sudo', '-n', '/usr/sbin/nginx']")
+    return tuple(nginx)
 
-    user = values["DEPLOY_USER"]
+
+def _user(user: Any) -> str:
     if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
         raise SettingsError(f"DEPLOY_USER={user!r}: expected a Unix user name such as 'deploy'")
     if user == "root":
         raise SettingsError("DEPLOY_USER='root': the deploy never runs as root; expected a user of its own such as 'deploy' "
                             "(fab server-setup prints what root sets up for it once)")
+    return user
 
-    verify_address = values["DEPLOY_VERIFY_ADDRESS"]
-    if verify_address is not None:
-        verify_address = _host("DEPLOY_VERIFY_ADDRESS", verify_address)
 
-    http_port = _port("DEPLOY_HTTP_PORT", values["DEPLOY_HTTP_PORT"])
-    https_port = _port("DEPLOY_HTTPS_PORT", values["DEPLOY_HTTPS_PORT"])
-    hsts_max_age = _int("DEPLOY_HSTS_MAX_AGE", values["DEPLOY_HSTS_MAX_AGE"], 0, 10 * 365 * 86400)
-    hsts_include_subdomains = _bool("DEPLOY_HSTS_INCLUDE_SUBDOMAINS", values["DEPLOY_HSTS_INCLUDE_SUBDOMAINS"])
-    hsts_preload = _bool("DEPLOY_HSTS_PRELOAD", values["DEPLOY_HSTS_PRELOAD"])
-    if hsts_preload:
-        _check_hsts_preload(hsts_max_age, hsts_include_subdomains, http_port, https_port)
+def _hsts(values: dict[str, Any], http_port: int, https_port: int) -> dict[str, Any]:
+    max_age = _int("DEPLOY_HSTS_MAX_AGE", values["DEPLOY_HSTS_MAX_AGE"], 0, 10 * 365 * 86400)
+    include_subdomains = _bool("DEPLOY_HSTS_INCLUDE_SUBDOMAINS", values["DEPLOY_HSTS_INCLUDE_SUBDOMAINS"])
+    preload = _bool("DEPLOY_HSTS_PRELOAD", values["DEPLOY_HSTS_PRELOAD"])
+    if preload:
+        _check_hsts_preload(max_age, include_subdomains, http_port, https_port)
+    return {"hsts_max_age": max_age, "hsts_include_subdomains": include_subdomains, "hsts_preload": preload}
 
+
+def _server_paths(values: dict[str, Any], site_name: str) -> dict[str, PurePosixPath]:
     remote_root = _remote_path("DEPLOY_REMOTE_ROOT", values["DEPLOY_REMOTE_ROOT"] or f"/srv/www/{site_name}")
     state_dir = _remote_path("DEPLOY_STATE_DIR", values["DEPLOY_STATE_DIR"] or f"/var/lib/pelican-https/{site_name}")
     if state_dir == remote_root or remote_root in state_dir.parents:
         raise SettingsError(f"DEPLOY_STATE_DIR={str(state_dir)!r} is inside DEPLOY_REMOTE_ROOT={str(remote_root)!r}, the tree "
                             "nginx serves: it holds the certificate key and ACME account keys; expected a folder outside it, "
                             "such as the default /var/lib/pelican-https/<site>")
-
-    return DeploySettings(
-        host=hosts[0][0],
-        port=hosts[0][1],
-        hosts=hosts,
-        user=user,
-        ssh_key=_local_file("DEPLOY_SSH_KEY", values["DEPLOY_SSH_KEY"], base),
-        known_hosts=_local_path("DEPLOY_KNOWN_HOSTS", values["DEPLOY_KNOWN_HOSTS"], base),
-        domains=domains,
-        site_name=site_name,
-        output_path=output_path,
-        remote_root=remote_root,
-        state_dir=state_dir,
-        keep_releases=_int("DEPLOY_KEEP_RELEASES", values["DEPLOY_KEEP_RELEASES"], 1, 1000),
-        lock_timeout=_int("DEPLOY_LOCK_TIMEOUT", values["DEPLOY_LOCK_TIMEOUT"], 0, 86400),
-        skip_unchanged=_bool("DEPLOY_SKIP_UNCHANGED", values["DEPLOY_SKIP_UNCHANGED"]),
-        acme_directory=acme_directory,
-        acme_email=email,
-        acme_ca_bundle=_local_file("DEPLOY_ACME_CA_BUNDLE", values["DEPLOY_ACME_CA_BUNDLE"], base),
-        http_port=http_port,
-        https_port=https_port,
-        nginx=tuple(nginx),
-        hsts_max_age=hsts_max_age,
-        listen_addresses=_listen_addresses(values["DEPLOY_LISTEN"]),
-        verify_address=verify_address,
-        verify_ca=_local_file("DEPLOY_VERIFY_CA", values["DEPLOY_VERIFY_CA"], base),
-        hsts_include_subdomains=hsts_include_subdomains,
-        hsts_preload=hsts_preload,
-        csp_upgrade_insecure=_bool("DEPLOY_CSP_UPGRADE_INSECURE", values["DEPLOY_CSP_UPGRADE_INSECURE"]),
-        nginx_default_server=_bool("DEPLOY_NGINX_DEFAULT_SERVER", values["DEPLOY_NGINX_DEFAULT_SERVER"]),
-        **_certificate_options(values),
-    )
+    return {"remote_root": remote_root, "state_dir": state_dir}
 
 
 def validate_domain(name: str, value: Any) -> str:
