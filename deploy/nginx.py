@@ -13,7 +13,7 @@ import logging
 import re
 import time
 
-from .connection import Server, Servers
+from .connection import Server, Servers, group_error
 from .errors import NginxError, RemoteCommandFailed
 from .server_setup import nginx_sudo_command
 from .settings import DeploySettings
@@ -76,7 +76,6 @@ def open_challenge_path(servers: Servers, states: dict[Server, HostState], setti
     result = servers.each(apply)
     if result.failed:  # a host may have opened it and failed to confirm: close it everywhere (a no-op where closed)
         close_challenge_path(servers, settings, list(servers))
-        from .connection import group_error
         raise group_error(result.failed, "opening the challenge path")
     return [s for s, value in result.succeeded.items() if value]
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
 from . import certificates, lock, nginx, releases, state as host_state, upload, verify
-from .connection import Server, Servers, connect_all
+from .connection import Server, Servers, connect_all, group_error
 from .errors import DeployError, VerificationFailed
 from .releases import Change
 from .renewal import Installed
@@ -132,7 +132,6 @@ def _upload(servers: Servers, states: dict, settings: DeploySettings, local, pro
         raise KeyboardInterrupt
     if result.failed:
         servers.each(upload.abort, settings, release_id)
-        from .connection import group_error
         raise group_error(result.failed, "uploading the release")
     for server, sent in result.succeeded.items():
         log.info("[%s] upload: %s", server, sent.summary())
