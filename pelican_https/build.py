@@ -117,9 +117,10 @@ class Build:
         extensions = self.settings.file_extensions
         for directory, _, names in os.walk(self.output_path):
             for name in names:
-                path = os.path.join(directory, name)
-                if name.lower().endswith(extensions) and path not in self.handled and os.path.isfile(path):
-                    self.rewrite_output(path)
+                if name.lower().endswith(extensions):
+                    path = os.path.join(directory, name)
+                    if path not in self.handled and os.path.isfile(path):
+                        self.rewrite_output(path)
 
     def sources_of(self, output: str, url: str) -> set[str]:
         """The source file of an insecure URL of an output file: a copied

@@ -39,7 +39,7 @@ def xml_unescape(text: str) -> str:
 def classify(doc: html.Document, start: int, after: int) -> Place | None:
     """Where the URL at ``start`` of a feed or sitemap sits."""
     text = doc.text
-    tag = html.tag_before(text, start)
+    tag = element_before(doc, start)
     if tag is None:
         return None
     if tag.end is None or tag.end > start:  # an attribute, or HTML in CDATA
@@ -57,6 +57,18 @@ def classify(doc: html.Document, start: int, after: int) -> Place | None:
     return place
 
 
+def element_before(doc: html.Document, start: int) -> html.Tag | None:
+    """``html.tag_before``, but the last candidate's complete tag again when
+    no "<" came since: candidates come in order, and in a feed the "<" before
+    them (<content type="html">) is often a whole article back."""
+    last, tag = doc.element
+    if tag is not None and tag.end is not None and tag.end <= last <= start and doc.text.find("<", last, start) < 0:
+        return tag
+    tag = html.tag_before(doc.text, start)
+    doc.element = (start, tag)
+    return tag
+
+
 def escaped_place(text: str, lo: int, pos: int, after: int) -> Place | None:
     """A URL in escaped HTML (the text of an element that starts at ``lo``):
     the escaped tag around it, unescaped, read as HTML."""
@@ -69,7 +81,9 @@ def escaped_place(text: str, lo: int, pos: int, after: int) -> Place | None:
     else:
         end = text.find("<", pos)
         end = min(len(text) if end < 0 else end, pos + ESCAPED_TAG_LIMIT)
-    snippet = xml_unescape(text[opened:end])
-    snippet_pos = len(xml_unescape(text[opened:pos]))
-    place = html.classify(html.Document(snippet), snippet_pos, snippet_pos + after - pos)
+    before = xml_unescape(text[opened:pos])  # (no entity spans pos: "http" starts there)
+    snippet_pos = len(before)
+    snippet = before + xml_unescape(text[pos:end])
+    # (the feed's comments and textareas, escaped, are the feed's to check)
+    place = html.place_at(snippet, snippet_pos, snippet_pos + after - pos)
     return place._replace(where=f"escaped {place.where}") if place else None

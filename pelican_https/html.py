@@ -107,12 +107,13 @@ class Document:
     """A text being scanned, and its spans that are text whatever they hold
     (comments, a textarea's text), found once, the first time one is asked."""
 
-    __slots__ = ("text", "escaped", "_spans")
+    __slots__ = ("text", "escaped", "_spans", "element")
 
     def __init__(self, text: str, escaped: bool = False):
         self.text = text
         self.escaped = escaped  # a feed: its entries' escaped HTML counts too
         self._spans: list[tuple[int, int]] | None = None
+        self.element: tuple[int, Tag | None] = (0, None)  # see feeds.element_before
 
     def ignored(self, pos: int) -> bool:
         if self._spans is None:
@@ -165,15 +166,18 @@ def _element_text_spans(text: str, opener: re.Pattern, closer: re.Pattern) -> li
 
 def classify(doc: Document, start: int, after: int) -> Place | None:
     """Where the URL at ``start`` (its "://" ends at ``after``) sits."""
-    text = doc.text
-    tag = tag_before(text, start)
-    if tag is not None and (tag.end is None or tag.end > start):
-        place = attribute_place(text, tag, start)
-    else:
-        place = text_place(text, tag, start, escaped_slashes=after - start > len("http://"))
+    place = place_at(doc.text, start, after)
     if place is None or doc.ignored(start):
         return None  # (checked last: most candidates are prose)
     return place
+
+
+def place_at(text: str, start: int, after: int) -> Place | None:
+    """``classify`` for text known to hold no comment nor textarea."""
+    tag = tag_before(text, start)
+    if tag is not None and (tag.end is None or tag.end > start):
+        return attribute_place(text, tag, start)
+    return text_place(text, tag, start, escaped_slashes=after - start > len("http://"))
 
 
 def text_place(text: str, tag: Tag | None, pos: int, escaped_slashes: bool) -> Place | None:

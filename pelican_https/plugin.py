@@ -91,7 +91,7 @@ def on_finalized(pelican) -> None:
     build.rewrite_rest_of_output()
     report = build.report()
     headline = report.headline(build.settings.rewrite)
-    _log(headline, report.blocks(build.settings.report_path))
+    _log(headline, report.blocks(build.settings.report_path, info=report_logger.isEnabledFor(logging.INFO)))
     if build.settings.report_path:
         _write_json(build.settings.report_path, report.to_json())
     if github.in_github_actions(os.environ):

@@ -151,14 +151,16 @@ class Report:
                 f"{len(self.entries[MIXED_CONTENT])} mixed content, "
                 f"{len(self.entries[OWN_LINKS])} own http links")
 
-    def blocks(self, report_path: str | None = None, max_items: int = 20) -> list[tuple[bool, str]]:
+    def blocks(self, report_path: str | None = None, info: bool = True,
+               max_items: int = 20) -> list[tuple[bool, str]]:
         """(warn, text) of each category below the headline, one message of
         several lines each: each insecure URL once, at most ``max_items``
-        (all of them in the JSON report at ``report_path``, if there is one)."""
+        (all of them in the JSON report at ``report_path``, if there is one).
+        ``info=False``: only the warnings (what is not shown is not made)."""
         blocks = []
         for kind in (MIXED_CONTENT, OWN_LINKS, FEED_SUBRESOURCES):
             entries = self.entries[kind]
-            if not entries:
+            if not entries or not (info or kind in ACT_ON):
                 continue
             pages = len({place.output for entry in entries for place in entry.places})
             noun = "feed" if kind == FEED_SUBRESOURCES else "page"
@@ -168,7 +170,7 @@ class Report:
                 where = f" (all of them in {report_path})" if report_path else ""
                 lines.append(f"https:   ... and {len(entries) - max_items} more{where}")
             blocks.append((kind in ACT_ON, "\n".join(lines)))
-        if self.entries[OTHER_LINKS]:
+        if self.entries[OTHER_LINKS] and info:
             blocks.append((False, "\n".join(self.other_hosts_lines())))
         return blocks
 

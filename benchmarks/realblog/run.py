@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="builds with and without, each")
     parser.add_argument("--workdir", help="keep the site here (default: a temporary folder)")
     parser.add_argument("--skip-soup", action="store_true", help="skip part (b)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count the instructions of one build with and one without (valgrind)")
     args = parser.parse_args()
 
     print(f"load average before: {measure.load()}")
@@ -51,6 +53,8 @@ def main() -> None:
     print(f"the report at default verbosity ({len(report)} lines), first lines:")
     print("\n".join(report[:4]))
     print(f"(a) {measure.share(times, goal=3)}")
+    if args.instructions:
+        print(f"    {measure.instructions(site, quiet=False)} (goal <= 3 %)", flush=True)
     print(f"load average after the builds: {measure.load()}")
     if not args.skip_soup:
         output = os.path.join(site, "output-without")

@@ -5,6 +5,7 @@ the rewriter's pass against a BeautifulSoup pass over the same output."""
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -18,16 +19,21 @@ sys.path.insert(0, REPO)
 from pelican_https.rewrite import Rules, rewrite, syntax_for  # noqa: E402
 
 
+def _pelican(output: str, plugin: bool, quiet: bool, extra: list[str]) -> tuple[list[str], dict]:
+    command = [sys.executable, "-m", "pelican", "content", "-s", "pelicanconf.py", "-o", output]
+    command += ["-q"] if quiet else []
+    command += ["-e", 'PLUGINS=["pelican_https"]', *extra] if plugin else ["-e", "PLUGINS=[]"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GITHUB_")}
+    env.update(PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200",
+               PYTHONHASHSEED="0")
+    return command, env
+
+
 def build(site: str, output: str, plugin: bool, quiet: bool, extra: list[str]) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds, what it printed) of one ``pelican`` process
     on an emptied output folder."""
     shutil.rmtree(output, ignore_errors=True)
-    command = [sys.executable, "-m", "pelican", "content", "-s", "pelicanconf.py", "-o", output]
-    command += ["-q"] if quiet else []
-    command += ["-e", 'PLUGINS=["pelican_https"]', *extra] if plugin else ["-e", "PLUGINS=[]"]
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               COLUMNS="200")
-    env.pop("GITHUB_ACTIONS", None)
+    command, env = _pelican(output, plugin, quiet, extra)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=site, env=env, check=True, capture_output=True, text=True)
@@ -54,6 +60,26 @@ def interleaved(site: str, runs: int, quiet: bool, extra: list[str] = ()) -> dic
               f"(wall {times['without_wall'][-1]:.2f} s, {times['with_wall'][-1]:.2f} s)", flush=True)
     times["printed"] = printed
     return times
+
+
+def instructions(site: str, quiet: bool, extra: list[str] = ()) -> str:
+    """The plugin's share of the instructions a whole ``pelican`` process
+    runs (valgrind's cachegrind, no cache simulation): unlike CPU time,
+    the same from run to run whatever else the machine runs, so one pair of
+    builds tells what many noisy ones cannot.  About 20 times slower."""
+    counts = {}
+    for plugin in (False, True):
+        output = os.path.join(site, "output-valgrind")
+        shutil.rmtree(output, ignore_errors=True)
+        command, env = _pelican(output, plugin, quiet, list(extra))
+        done = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                               "--cachegrind-out-file=/dev/null", *command],
+                              cwd=site, env=env, check=True, capture_output=True, text=True)
+        refs = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        counts[plugin] = int(refs.group(1).replace(",", ""))
+    added = 100 * (counts[True] - counts[False]) / counts[False]
+    return (f"instructions of the whole process: without {counts[False] / 1e9:.2f} G, "
+            f"with {counts[True] / 1e9:.2f} G: {added:+.2f} %")
 
 
 def share(times: dict, goal: float) -> str:

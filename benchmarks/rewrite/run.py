@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="builds with and without, each")
     parser.add_argument("--workdir", help="keep the site here (default: a temporary folder)")
     parser.add_argument("--skip-soup", action="store_true", help="skip part (b)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count the instructions of one build with and one without (valgrind)")
     args = parser.parse_args()
 
     print(f"load average before: {measure.load()}")
@@ -45,6 +47,8 @@ def main() -> None:
     print(f"site: {args.articles} articles in {site}")
     times = measure.interleaved(site, args.runs, quiet=True)
     print(f"(a) {measure.share(times, goal=2)}")
+    if args.instructions:
+        print(f"    {measure.instructions(site, quiet=True)} (goal <= 2 %)", flush=True)
     print(f"load average after the builds: {measure.load()}")
     if not args.skip_soup:
         output = os.path.join(site, "output-without")
