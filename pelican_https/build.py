@@ -23,7 +23,8 @@ BATCH = 200
 
 
 class Build:
-    def __init__(self, pelican_settings: dict):
+    def __init__(self, pelican_settings: dict, pelican_id: int = 0):
+        self.pelican_id = pelican_id  # the Pelican object whose run this is
         self.settings = https_settings.load(pelican_settings)  # raises SettingsError
         self.rules = Rules.from_settings(self.settings)
         self.output_path = os.path.abspath(pelican_settings["OUTPUT_PATH"])

@@ -42,8 +42,11 @@ def on_initialized(pelican) -> None:
 
 
 def on_run_start(pelican) -> None:
-    # (pelican --autoreload runs the same Pelican again: each run starts afresh)
-    _builds.append(Build(pelican.settings))
+    # pelican --autoreload runs the same Pelican again: each run starts
+    # afresh, and one that failed midway (no finalized) leaves nothing behind
+    while _builds and _builds[-1].pelican_id == id(pelican):
+        _builds.pop()
+    _builds.append(Build(pelican.settings, id(pelican)))
 
 
 def provide_writer(pelican):

@@ -213,6 +213,34 @@ def test_each_run_of_one_pelican_starts_afresh(site, caplog, monkeypatch):
                    for path, data in outputs[1].items() if path.suffix == ".html")
 
 
+def test_a_run_that_fails_midway_leaves_the_next_run_its_own_state(site, caplog, monkeypatch):
+    # pelican --autoreload after a template error: the failed run never
+    # reached finalized; the next run of the same Pelican reports afresh
+    from pelican_https import plugin
+
+    monkeypatch.chdir(site)
+    caplog.set_level(logging.INFO)
+    settings = read_settings(str(site / "pelicanconf.py"), override={"OUTPUT_PATH": str(site / "output")})
+    pelican = Pelican(settings)
+    boom = site / "content" / "posts" / "boom.md"
+    boom.write_text("Title: Boom\nDate: 2024-01-01\nCategory: notes\n\nx\n", encoding="utf-8")
+    overrides = site / "overrides"
+    overrides.mkdir()
+    (overrides / "article.html").write_text(
+        '{% if article.title == "Boom" %}{{ article.no_such_thing() }}{% endif %}'
+        '{% include "!simple/article.html" %}', encoding="utf-8")
+    pelican.settings["THEME_TEMPLATES_OVERRIDES"] = [str(overrides)]
+    with pytest.raises(Exception, match="no_such_thing"):
+        pelican.run()
+    assert len(plugin._builds) == 1
+    boom.unlink()
+    pelican.settings["THEME_TEMPLATES_OVERRIDES"] = []
+    caplog.clear()
+    pelican.run()
+    assert not plugin._builds
+    assert report_records(caplog) == [("INFO", HEADLINE)] + EXPECTED_REPORT
+
+
 def test_a_run_inside_another_keeps_each_ones_state(site, tmp_path, caplog, monkeypatch):
     # i18n_subsites builds each language's subsite as another Pelican run,
     # while the main run asks for its writer: each run rewrites and reports
