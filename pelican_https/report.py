@@ -30,10 +30,10 @@ OTHER_LINKS = "other_http_links"
 CATEGORIES = (MIXED_CONTENT, OWN_LINKS, FEED_SUBRESOURCES, OTHER_LINKS)
 ACT_ON = (MIXED_CONTENT, OWN_LINKS)  # logged as warnings; the rest at INFO
 
-HEADINGS = {
-    MIXED_CONTENT: "insecure subresources on {pages} (mixed content: browsers block or flag them)",
-    OWN_LINKS: "http links to the site's own hosts on {pages}",
-    FEED_SUBRESOURCES: "insecure subresources in feed entries, in {pages} (feed readers fetch them, not browsers)",
+HEADINGS = {  # (what, where: after the count of URLs)
+    MIXED_CONTENT: ("insecure subresource", "on {pages} (mixed content: browsers block or flag them)"),
+    OWN_LINKS: ("http link", "to the site's own hosts on {pages}"),
+    FEED_SUBRESOURCES: ("insecure subresource", "in feed entries, in {pages} (feed readers fetch them, not browsers)"),
 }
 # Second-level labels under which a country's registrable domains sit
 # (example.co.uk): enough to tell a blog's own subdomains without the whole
@@ -140,14 +140,17 @@ class Report:
     def headline(self, rewrite: bool = True) -> str:
         """One line saying what was upgraded, always shown."""
         c = self.counts
-        if rewrite:
-            done = (f"upgraded {c.urls_upgraded_in_contents + c.urls_upgraded_in_files} http URLs: "
+        upgraded = c.urls_upgraded_in_contents + c.urls_upgraded_in_files
+        if rewrite and not upgraded:
+            done = "no http URL to upgrade"
+        elif rewrite:
+            done = (f"upgraded {upgraded} http URLs: "
                     f"{c.urls_upgraded_in_contents} in {c.contents_changed} articles/pages (and every "
                     f"page and feed showing them), {c.urls_upgraded_in_files} in "
                     f"{_plural(c.files_changed, 'other file')}")
         else:
             done = "audit only (HTTPS_REWRITE = False), nothing upgraded"
-        return (f"https: {done}; {c.files_scanned} files scanned; left: "
+        return (f"https: {done}; {_plural(c.files_scanned, 'file')} scanned; left: "
                 f"{len(self.entries[MIXED_CONTENT])} mixed content, "
                 f"{len(self.entries[OWN_LINKS])} own http links")
 
@@ -164,7 +167,8 @@ class Report:
                 continue
             pages = len({place.output for entry in entries for place in entry.places})
             noun = "feed" if kind == FEED_SUBRESOURCES else "page"
-            lines = [f"https: {len(entries)} {HEADINGS[kind].format(pages=_plural(pages, noun))}:"]
+            what, where = HEADINGS[kind]
+            lines = [f"https: {_plural(len(entries), what)} {where.format(pages=_plural(pages, noun))}:"]
             lines += [f"https:   {_item(entry, noun)}" for entry in entries[:max_items]]
             if len(entries) > max_items:
                 where = f" (all of them in {report_path})" if report_path else ""
