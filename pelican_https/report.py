@@ -101,7 +101,10 @@ class Collector:
             counts.files_changed += upgraded > 0
             counts.urls_upgraded_in_files += upgraded
             for finding in insecure:
-                entry = entries[category(finding, feed)].setdefault(finding.url, Entry(finding.url))
+                group = entries[category(finding, feed)]
+                entry = group.get(finding.url)
+                if entry is None:
+                    entry = group[finding.url] = Entry(finding.url)
                 entry.wheres.add(finding.where)
                 entry.places.append(Place(output, finding.line))
         # Sources of what is to be acted on: a feed's URL is named by the
