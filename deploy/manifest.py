@@ -272,7 +272,7 @@ def check_release(expected: Manifest, listing: Mapping[str, tuple[str, int, int,
     Every entry is checked for kind, mode, size (files) and target (symlinks); nothing may be
     missing or extra. Contents are not hashed again on the server (coreutils' sha256sum reads
     at ~150 MB/s: 0.4 s for a 50 MB site, on every deploy): the bytes were hashed as they were
-    packed, travelled inside SSH's MAC (and zstd's or gzip's checksum), and unchanged files are
+    packed, travelled inside SSH's MAC, and unchanged files are
     hard links to files that were checked the same way.
     """
     problems = []
