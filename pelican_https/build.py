@@ -99,7 +99,8 @@ class Build:
         if text is None:  # (not written by TextKeepingWriter)
             with open(path, "rb") as f:
                 text = f.read().decode(ENCODING, ERRORS)
-        result = rewrite(text, self.rules, syntax)
+        # (output lines are shown in the JSON report only)
+        result = rewrite(text, self.rules, syntax, lines=self.settings.report_path is not None)
         if result.upgraded:
             replace_file(path, result.text.encode(ENCODING, ERRORS))
         self.handled.add(path)

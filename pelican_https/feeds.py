@@ -86,4 +86,4 @@ def escaped_place(text: str, lo: int, pos: int, after: int) -> Place | None:
     snippet = before + xml_unescape(text[pos:end])
     # (the feed's comments and textareas, escaped, are the feed's to check)
     place = html.place_at(snippet, snippet_pos, snippet_pos + after - pos)
-    return place._replace(where=f"escaped {place.where}") if place else None
+    return Place(place.kind, f"escaped {place.where}", place.url) if place else None

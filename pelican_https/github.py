@@ -32,8 +32,8 @@ def annotations(report: Report, locate: Locate) -> Iterator[str]:
                    "it. Use its https URL, or list its host in HTTPS_UPGRADE_HOSTS if it serves https.")
         if not entry.sources:
             place = entry.places[0]
-            yield command({"title": TITLE},
-                          f"{message} (from the theme or settings: {place.output}:{place.line})")
+            where = f"{place.output}:{place.line}" if place.line else place.output
+            yield command({"title": TITLE}, f"{message} (from the theme or settings: {where})")
         for source in sorted(entry.sources):
             path, line = locate(source, entry.url)
             yield command({"file": path, "line": line, "title": TITLE}, message)

@@ -209,7 +209,7 @@ class Report:
             "remaining": {kind: len(entries) for kind, entries in self.entries.items()},
             **{kind: [{"url": entry.url, "where": sorted(entry.wheres), "pages": entry.pages,
                        "sources": sorted(entry.sources),
-                       "found_in": [f"{p.output}:{p.line}" for p in entry.places]}
+                       "found_in": [_place(p) for p in entry.places]}
                       for entry in entries]
                for kind, entries in self.entries.items()},
         }
@@ -230,8 +230,13 @@ def _item(entry: Entry, noun: str, shown: int = 3) -> str:
         sources = sorted(entry.sources)
         source = ", ".join(sources[:shown]) + (f" and {len(sources) - shown} more" if len(sources) > shown else "")
     else:
-        source = f"the theme or settings, e.g. {entry.places[0].output}:{entry.places[0].line}"
+        source = f"the theme or settings, e.g. {_place(entry.places[0])}"
     return f"{entry.url} ({', '.join(sorted(entry.wheres))}; {_plural(entry.pages, noun)}; from {source})"
+
+
+def _place(place: Place) -> str:
+    """"output:line", or the output alone when lines were not counted."""
+    return f"{place.output}:{place.line}" if place.line else place.output
 
 
 def host_of(url: str) -> str:

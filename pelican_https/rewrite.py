@@ -88,10 +88,12 @@ def syntax_for(path: str) -> str | None:
     return SYNTAX_BY_EXTENSION.get(path[dot:].lower())
 
 
-def rewrite(text: str, rules: Rules, syntax: str, report: bool = True) -> RewriteResult:
+def rewrite(text: str, rules: Rules, syntax: str, report: bool = True,
+            lines: bool = True) -> RewriteResult:
     """Upgrade the followed http URLs of ``text`` (html, xml, css or json).
     ``report=False``: list nothing insecure, and so look only at the URLs of
-    hosts to upgrade."""
+    hosts to upgrade.  ``lines=False``: the findings' lines are 0 (counting
+    them is a pass over the text)."""
     classify = CLASSIFIERS[syntax]
     doc = html.Document(text, escaped=syntax == "xml")
     pieces: list[str] = []
@@ -118,14 +120,15 @@ def rewrite(text: str, rules: Rules, syntax: str, report: bool = True) -> Rewrit
     if upgraded:
         pieces.append(text[copied_to:])
         text = "".join(pieces)
-    return RewriteResult(text, upgraded, _findings(doc.text, insecure))
+    return RewriteResult(text, upgraded, _findings(doc.text, insecure, lines))
 
 
-def _findings(text: str, insecure: list[tuple[int, Place, bool]]) -> list[Finding]:
+def _findings(text: str, insecure: list[tuple[int, Place, bool]], lines: bool) -> list[Finding]:
     findings = []
     line, counted_to = 1, 0
     for start, place, own in insecure:
-        line += text.count("\n", counted_to, start)
-        counted_to = start
-        findings.append(Finding(place.url, place.kind, own, place.where, line))
+        if lines:
+            line += text.count("\n", counted_to, start)
+            counted_to = start
+        findings.append(Finding(place.url, place.kind, own, place.where, line if lines else 0))
     return findings
