@@ -34,6 +34,7 @@ Input = bytes | Callable[[Callable[[bytes], None]], None] | None  # bytes, or a 
 
 CONNECT_TIMEOUT = 15  # seconds
 KEEPALIVE = 15  # seconds between SSH keepalives: a vanished network is noticed
+CUT_INPUT_WAIT = 30  # seconds a script gets to end once its input was cut short
 # A script given input always reads it to the end (the wrapper drains what the script left): the
 # session then never ends while we are still sending, and our EOF never meets a closed channel.
 _DRAIN = 'script=$1; shift; sh -c "$script" "$@"; status=$?; cat > /dev/null; exit "$status"'
@@ -86,7 +87,14 @@ class Server(Connection):
         try:
             channel.exec_command(command)
             if callable(stdin):  # a writer: it is handed the channel's sendall
-                stdin(channel.sendall)
+                try:
+                    stdin(channel.sendall)
+                except BaseException:
+                    # The input is cut short: let the script end on it before anything else runs
+                    # (a clean-up must not race an unpack still writing).
+                    channel.shutdown_write()
+                    channel.status_event.wait(CUT_INPUT_WAIT)
+                    raise
             elif stdin is not None:
                 channel.sendall(stdin)
             if stdin is not None:

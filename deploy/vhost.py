@@ -159,27 +159,7 @@ def render_challenge_vhost(settings: DeploySettings, names: Sequence[str], live_
     base = live_text if live_text else HEADER + _domains_line([])
     if base and not base.endswith("\n"):
         base += "\n"
-    challenge_root = _word("DEPLOY_REMOTE_ROOT", str(settings.challenge_root))
-    block = f"""
-# Port 80, challenge only: names a certificate is being ordered for, not served yet.
-server {{
-{_listens(settings, settings.http_port, [], False)}    server_name {" ".join(names)};
-    server_tokens off;
-
-    location ^~ /.well-known/acme-challenge/ {{
-        root {challenge_root};
-        default_type text/plain;
-        try_files $uri =404;
-    }}
-    # Answers only while nginx runs this very file: the deploy polls it after a reload.
-    location = {PROBE_PREFIX}{_PROBE_PLACEHOLDER} {{
-        return 204;
-    }}
-    location / {{
-        return 404;
-    }}
-}}
-"""
+    block = _http_server(settings, names, None, default=False)
     return _finish(base + block, names[0])
 
 
@@ -206,10 +186,17 @@ def hsts_value(settings: DeploySettings) -> str:
 
 # --- the server blocks -------------------------------------------------------------------
 
-def _http_server(settings: DeploySettings, names: list[str], redirect_to: str, *, default: bool) -> str:
+def _http_server(settings: DeploySettings, names: list[str], redirect_to: str | None, *, default: bool) -> str:
+    """The port-80 server of ``names``: the challenge folder, the probe, and everything else 301 to
+    ``redirect_to`` (None: 404, for names a certificate is being ordered for, not served yet)."""
     challenge_root = _word("DEPLOY_REMOTE_ROOT", str(settings.challenge_root))
+    if redirect_to is None:
+        comment, rest = "Port 80, challenge only: names a certificate is being ordered for, not served yet.", "return 404;"
+    else:
+        comment = "Port 80: ACME HTTP-01 challenges are served from the challenge folder; everything else goes to https."
+        rest = f"return 301 {redirect_to}$request_uri;"
     return f"""
-# Port 80: ACME HTTP-01 challenges are served from the challenge folder; everything else goes to https.
+# {comment}
 server {{
 {_listens(settings, settings.http_port, [], default)}    server_name {" ".join(names)};
     server_tokens off;
@@ -224,7 +211,7 @@ server {{
         return 204;
     }}
     location / {{
-        return 301 {redirect_to}$request_uri;
+        {rest}
     }}
 }}
 """

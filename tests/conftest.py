@@ -63,6 +63,19 @@ class Blog:
             raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
 
+    @classmethod
+    def copy(cls, folder: Path, sandbox: Sandbox, site: str, *, own_names: bool = False) -> "Blog":
+        """A fresh copy of example_site in ``folder``. ``own_names``: it serves <site>.example.com
+        and www.<site>.example.com instead of example_site's names, which other tests deploy to the
+        same sandbox nginx (nginx lets the first site claiming a name shadow the others)."""
+        shutil.copytree(EXAMPLE_SITE, folder, ignore=shutil.ignore_patterns("output", "__pycache__"))
+        blog = cls(folder, sandbox, site)
+        if own_names:
+            with open(folder / "sandboxconf.py", "a") as f:
+                f.write(f"\nDEPLOY_DOMAINS = ['{site}.example.com', 'www.{site}.example.com']\n"
+                        f"SITEURL = 'https://{site}.example.com:' + str(DEPLOY_HTTPS_PORT)\n")
+        return blog
+
     def build(self) -> None:
         self.run(sys.executable, "-m", "pelican", "content", "-s", "sandboxconf.py")
 
@@ -94,21 +107,17 @@ class Blog:
 
 @pytest.fixture
 def make_blog(tmp_path, sandbox):
-    """make_blog(site) -> a fresh copy of example_site deploying to its own site on the sandbox."""
-    def make(site: str) -> Blog:
-        path = tmp_path / site
-        shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
-        return Blog(path, sandbox, site)
+    """make_blog(site, own_names=False) -> a fresh copy of example_site deploying to its own site on the sandbox."""
+    def make(site: str, own_names: bool = False) -> Blog:
+        return Blog.copy(tmp_path / site, sandbox, site, own_names=own_names)
     return make
 
 
 @pytest.fixture
 def make_blog3(tmp_path, sandbox3):
-    """make_blog3(site) -> a fresh copy of example_site deploying to its own site on all three hosts."""
-    def make(site: str) -> Blog:
-        path = tmp_path / site
-        shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
-        return Blog(path, sandbox3, site)
+    """make_blog3(site, own_names=False) -> a fresh copy of example_site deploying to its own site on all three hosts."""
+    def make(site: str, own_names: bool = False) -> Blog:
+        return Blog.copy(tmp_path / site, sandbox3, site, own_names=own_names)
     yield make
     sandbox3.heal()
 

@@ -25,16 +25,8 @@ def serving(blog) -> list[tuple[str, int, bytes]]:
     return seen
 
 
-def own_domains(blog, name: str) -> None:
-    """Each test's blog has names of its own: nginx refuses two sites claiming one name."""
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write(f"\nDEPLOY_DOMAINS = ['{name}.example.com', 'www.{name}.example.com']\n"
-                f"SITEURL = 'https://{name}.example.com:' + str(DEPLOY_HTTPS_PORT)\n")
-
-
 def test_one_order_validated_through_a_host_that_is_not_first_then_all_hosts_serve_it(make_blog3, sandbox3):
-    blog = make_blog3("group-first")
-    own_domains(blog, "group-first")
+    blog = make_blog3("group-first", own_names=True)
     blog.build()
     # DNS sends the CA to the third host only: the order can succeed only if its token is there too.
     third = sandbox3.hosts[2].address
@@ -55,8 +47,7 @@ def test_one_order_validated_through_a_host_that_is_not_first_then_all_hosts_ser
 
 
 def test_a_host_unreachable_at_start_changes_nothing_anywhere(make_blog3, sandbox3):
-    blog = make_blog3("group-down")
-    own_domains(blog, "group-down")
+    blog = make_blog3("group-down", own_names=True)
     blog.build()
     blog.fab("deploy")
     before = serving(blog)
@@ -70,8 +61,7 @@ def test_a_host_unreachable_at_start_changes_nothing_anywhere(make_blog3, sandbo
 
 
 def test_nginx_t_failing_on_one_host_means_no_host_switches(make_blog3, sandbox3):
-    blog = make_blog3("group-nginx")
-    own_domains(blog, "group-nginx")
+    blog = make_blog3("group-nginx", own_names=True)
     blog.build()
     blog.fab("deploy")
     before = serving(blog)
@@ -89,8 +79,7 @@ def test_nginx_t_failing_on_one_host_means_no_host_switches(make_blog3, sandbox3
 
 
 def test_a_commit_failing_on_one_host_switches_the_others_back(make_blog3, sandbox3):
-    blog = make_blog3("group-commit")
-    own_domains(blog, "group-commit")
+    blog = make_blog3("group-commit", own_names=True)
     blog.build()
     blog.fab("deploy")
     before = serving(blog)
@@ -110,8 +99,7 @@ def test_a_commit_failing_on_one_host_switches_the_others_back(make_blog3, sandb
 
 
 def test_a_host_added_later_joins_without_a_new_order_and_rollback_moves_all(make_blog3, sandbox3):
-    blog = make_blog3("group-join")
-    own_domains(blog, "group-join")
+    blog = make_blog3("group-join", own_names=True)
     blog.build()
     two = [h.ssh_target for h in sandbox3.hosts[:2]]
     conf = blog.path / "sandboxconf.py"

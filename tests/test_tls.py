@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import EXAMPLE_SITE, Blog
+from conftest import Blog
 
 TESTSSL = "testssl"
 
@@ -51,13 +51,7 @@ VULNERABILITIES = ["heartbleed", "CCS", "ticketbleed", "ROBOT", "secure_renego",
 @pytest.fixture(scope="module")
 def site(sandbox, tmp_path_factory):
     """example_site, built with the plugin and deployed with the real `fab deploy` (ACME order included)."""
-    path = tmp_path_factory.mktemp("tls") / "blog"
-    shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
-    blog = Blog(path, sandbox, "tls-check")
-    # Names of its own: other tests deploy example_site's names to the same sandbox nginx.
-    with open(path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_DOMAINS = ['tls-test.example.com', 'www.tls-test.example.com']\n"
-                "SITEURL = 'https://tls-test.example.com:' + str(DEPLOY_HTTPS_PORT)\n")
+    blog = Blog.copy(tmp_path_factory.mktemp("tls") / "blog", sandbox, "tls-test", own_names=True)
     blog.build()
     blog.fab("deploy")
     return blog.settings()

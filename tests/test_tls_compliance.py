@@ -15,7 +15,6 @@ project's venv pip would downgrade both, and the suite would test other versions
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,15 +45,9 @@ def sslyze() -> Path:
 @pytest.fixture(scope="module")
 def deployed(sandbox, tmp_path_factory):
     """example_site, built with the plugin and deployed with the real `fab deploy` (ACME order included)."""
-    from conftest import EXAMPLE_SITE, Blog
+    from conftest import Blog
 
-    path = tmp_path_factory.mktemp("tls-compliance") / "blog"
-    shutil.copytree(EXAMPLE_SITE, path, ignore=shutil.ignore_patterns("output", "__pycache__"))
-    blog = Blog(path, sandbox, "tls-compliance")
-    # Names of its own: other tests deploy example_site's names to the same sandbox nginx.
-    with open(path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_DOMAINS = ['tls-compliance.example.com', 'www.tls-compliance.example.com']\n"
-                "SITEURL = 'https://tls-compliance.example.com:' + str(DEPLOY_HTTPS_PORT)\n")
+    blog = Blog.copy(tmp_path_factory.mktemp("tls-compliance") / "blog", sandbox, "tls-compliance", own_names=True)
     blog.build()
     blog.fab("deploy")
     return blog.settings(), sandbox.hosts[0].address
