@@ -184,7 +184,11 @@ def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict
     if changing:
         progress.enter("committing")
         progress.committing = True
-        releases.commit(servers, settings, changes)
+        try:
+            releases.commit(servers, settings, changes)
+        except DeployError:
+            _settle(servers, settings, changes, previous)  # every host was put back: wait until it serves so
+            raise
         log.info("committed on %s: %s", ", ".join(map(str, servers)), _what(next(iter(changes.values()))))
     progress.enter("verifying the site")
     try:
