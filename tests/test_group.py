@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from deploy.verify import fetch_https
 
@@ -125,3 +130,39 @@ def test_a_host_added_later_joins_without_a_new_order_and_rollback_moves_all(mak
     assert "is live" in back.stdout
     after = serving(blog)
     assert len({release for release, _, _ in after}) == 1 and all(b"version two" in b for *_, b in after)
+
+
+def test_a_deploy_killed_during_the_commit_is_brought_to_one_release_everywhere(make_blog3, sandbox3, tmp_path):
+    """SIGKILL to `fab deploy` once the commit has started on the hosts: whatever each host was
+    left with, the next deploy undoes or finishes it, and every host ends on the same release."""
+    blog = make_blog3("group-kill", own_names=True)
+    blog.build()
+    blog.fab("deploy")
+    settings = blog.settings()
+    with open(blog.path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_HSTS_MAX_AGE = 600\n")  # vhost and release both change: a reload on every host
+    (blog.path / "output" / "index.html").write_text("<p>the new site</p>")
+    journals = [host.local_path(settings.state_dir) / "commit.journal" for host in sandbox3.hosts]
+    fab = Path(sys.executable).with_name("fab")
+    with open(tmp_path / "killed.log", "wb") as err:
+        proc = subprocess.Popen([str(fab), "deploy", "--settings", "sandboxconf.py"], cwd=blog.path, env=blog.env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not any(j.exists() for j in journals) and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    assert proc.poll() is None, "the deploy ended before it could be killed:\n" + (tmp_path / "killed.log").read_text()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)  # the commit scripts already running on the hosts finish on their own
+    left = [host.ssh_target for host, journal in zip(sandbox3.hosts, journals) if journal.exists()]
+    assert left, "no host kept its journal: the kill came too late to test anything"
+
+    result = blog.fab("deploy")
+    assert "is live" in result.stdout
+    assert "an earlier deploy was interrupted on " + ", ".join(left) in result.stderr, result.stderr
+    seen = serving(blog)
+    assert len({(release, serial) for release, serial, _ in seen}) == 1, seen
+    assert all(body == b"<p>the new site</p>" for *_, body in seen)
+    for host, journal in zip(sandbox3.hosts, journals):
+        assert not journal.exists(), host.ssh_target
+        assert "max-age=600" in host.local_path(settings.vhost_file).read_text()
