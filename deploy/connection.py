@@ -92,8 +92,11 @@ class Server(Connection):
                 except BaseException:
                     # The input is cut short: let the script end on it before anything else runs
                     # (a clean-up must not race an unpack still writing).
-                    channel.shutdown_write()
-                    channel.status_event.wait(CUT_INPUT_WAIT)
+                    try:
+                        channel.shutdown_write()
+                        channel.status_event.wait(CUT_INPUT_WAIT)
+                    except (OSError, EOFError, paramiko.SSHException):
+                        pass  # the connection is gone: so is the script
                     raise
             elif stdin is not None:
                 channel.sendall(stdin)
@@ -115,8 +118,12 @@ class Server(Connection):
 def _open_strictly(server: Server, settings: DeploySettings) -> Server:
     """Open one connection that refuses any host key not in DEPLOY_KNOWN_HOSTS."""
     where = f"{settings.user}@{server}"
-    known = read_known_hosts(settings.known_hosts)
-    server.client._host_keys = known.host_keys  # (paramiko's own loader stops at lines it cannot parse)
+    known = read_known_hosts(settings.known_hosts)  # (paramiko's own loader stops at lines it cannot parse)
+    trusted = server.client.get_host_keys()
+    trusted.clear()  # DEPLOY_KNOWN_HOSTS only: never keys Fabric or paramiko found elsewhere
+    for host, keys in known.host_keys.items():
+        for key_type, key in keys.items():
+            trusted.add(host, key_type, key)
     server.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     scan = f"ssh-keyscan -p {server.port} {server.host} >> {settings.known_hosts}"
     try:
