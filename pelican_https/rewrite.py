@@ -95,11 +95,12 @@ def rewrite(text: str, rules: Rules, syntax: str, report: bool = True,
     hosts to upgrade.  ``lines=False``: the findings' lines are 0 (counting
     them is a pass over the text)."""
     classify = CLASSIFIERS[syntax]
-    doc = html.Document(text, escaped=syntax == "xml")
+    found = candidates(text)
+    doc = html.Document(text, escaped=syntax == "xml", last=found[-1][0] if found else 0)
     pieces: list[str] = []
     copied_to = upgraded = 0
     insecure: list[tuple[int, Place, bool]] = []
-    for start, after in candidates(text):
+    for start, after in found:
         authority = authority_at(text, after)
         upgrade = rules.rewrite and rules.upgradable(authority.host)
         if not upgrade and not report:

@@ -161,3 +161,24 @@ def test_the_candidate_scan_finds_every_http_separator(text):
             if text[colon - 4:colon].lower() == "http" and text.startswith(separator, colon):
                 expected.append((colon - 4, colon + len(separator)))
     assert candidates(text) == expected
+
+
+# Comments and textareas are looked for only up to the last candidate URL
+# (html.Document's ``last``): for every position up to there, the same answer
+# as looking through the whole text.
+spans_noise = st.sampled_from([
+    "<!--", "-->", "<!-->", "&lt;!--", "--&gt;", "&lt;!--&gt;", "<", ">", "&gt;", " ", "x",
+    "<textarea>", "<TextArea rows=3>", "<textarea", "</textarea>", "</TEXTAREA",
+    "&lt;textarea&gt;", "&lt;TEXTAREA rows=1&gt;", "&lt;/textarea&gt;", "http://h/", "HTTP:\\/\\/h",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(spans_noise, max_size=16).map("".join), st.booleans())
+def test_spans_up_to_the_last_candidate(text, escaped):
+    from pelican_https.html import Document
+    from pelican_https.scan import candidates
+
+    whole = Document(text, escaped)
+    for start, _ in candidates(text):
+        assert Document(text, escaped, last=start).ignored(start) == whole.ignored(start)
