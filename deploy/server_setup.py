@@ -52,6 +52,15 @@ def sudoers_marker(settings: DeploySettings) -> str:
     return f"# pelican-https: sudo rule of the deploy user {settings.user} for {settings.site_name} (fab server-setup --remove deletes this file)"
 
 
+def folder_marker(settings: DeploySettings) -> str:
+    """The first line of the marker file (``.pelican-https-site``, root's) the set-up leaves in each
+    folder it makes for the site: the removal deletes a whole folder only when it holds this line."""
+    return f"# pelican-https: made by fab server-setup for {settings.site_name} (fab server-setup --remove deletes this folder and all in it)"
+
+
+PARENT_MARKER = "# pelican-https: made by fab server-setup as the parent of a site's folder (fab server-setup --remove deletes it once nothing else is in it)"
+
+
 def link_name(settings: DeploySettings) -> str:
     return settings.site_name + ".conf"
 
@@ -76,16 +85,21 @@ def admin_script(settings: DeploySettings, nginx_include_dir: str | None = None,
         sudoers_file(settings, sudoers_dir),
         sudoers_marker(settings),
         sudoers_rule(settings),
+        folder_marker(settings),
+        PARENT_MARKER,
     ])
 
 
 def remove_script(settings: DeploySettings, nginx_include_dir: str | None = None, *,
                   nginx_conf_dir: str = NGINX_CONF_DIR, sudoers_dir: str = SUDOERS_DIR) -> str:
     """The removal script (run as root): removes exactly what the set-up and the deploys added
-    for this site (its nginx links, sudoers file, state folder and site folder), nothing else."""
+    for this site (its nginx links, sudoers file, state folder and site folder, the parents the
+    set-up made for them), nothing else: a folder the set-up did not make (no marker) loses only
+    the entries deploys make in it."""
     return _script("server-remove.sh", [
         settings.user,
         str(settings.remote_root),
+        str(settings.challenge_dir),
         str(settings.state_dir),
         str(settings.vhost_file),
         link_name(settings),
@@ -93,6 +107,8 @@ def remove_script(settings: DeploySettings, nginx_include_dir: str | None = None
         nginx_include_dir or "",
         sudoers_file(settings, sudoers_dir),
         sudoers_marker(settings),
+        folder_marker(settings),
+        PARENT_MARKER,
     ])
 
 

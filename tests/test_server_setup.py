@@ -16,11 +16,19 @@ import pwd
 import shutil
 import stat
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from deploy.server_setup import SCRIPTS, admin_script, remove_script, sudoers_file, sudoers_marker
+from deploy.server_setup import (
+    PARENT_MARKER,
+    SCRIPTS,
+    admin_script,
+    folder_marker,
+    remove_script,
+    sudoers_file,
+    sudoers_marker,
+)
 from deploy.settings import settings_from_mapping
 
 DEBIAN_NGINX_CONF = Path("/etc/nginx/nginx.conf")
@@ -217,18 +225,28 @@ def test_no_known_include_stops_with_what_to_add(server):
 # --- removal -----------------------------------------------------------------------------------
 
 def deployed(server: Server) -> None:
-    """What a deploy adds: a release, current, a certificate, the vhost text."""
+    """What deploys add, as the deploy user: releases and their manifests, current, a certificate
+    and the live link, an ACME account key, the vhost and its leftovers, the lock, a journal, a
+    challenge file."""
     s = server.settings
     release = Path(s.releases_dir) / "20260101T000000Z"
-    release.mkdir(parents=True)
-    (release / "index.html").write_text("hello\n")
-    Path(s.current_link).symlink_to(release)
-    certs = Path(s.tls_dir) / "certs" / "one"
-    certs.mkdir(parents=True)
-    (certs / "privkey.pem").write_text("key\n")
-    Path(s.vhost_file).write_text("server { }\n")
-    for path in (release, release / "index.html", Path(s.releases_dir), Path(s.tls_dir), certs, certs / "privkey.pem"):
+    made = [Path(s.releases_dir), release, release / "index.html", Path(f"{release}.manifest"), Path(s.current_link),
+            Path(s.tls_dir), Path(s.tls_dir) / "certs", Path(s.tls_dir) / "certs" / "one",
+            Path(s.tls_dir) / "certs" / "one" / "privkey.pem", Path(s.tls_dir) / "live", Path(s.tls_dir) / "ari.json",
+            Path(s.accounts_dir), Path(s.accounts_dir) / "0123456789abcdef.pem", Path(f"{s.vhost_file}.next"),
+            Path(s.lock_file), Path(f"{s.lock_file}.holder"), Path(s.state_dir) / "commit.journal",
+            Path(s.challenge_dir) / "pelican-https-probe-x"]
+    for path in made:
+        if path.name in ("20260101T000000Z", "releases", "tls", "certs", "one", "accounts"):
+            path.mkdir(parents=True)
+        elif path.name == "current":
+            path.symlink_to("releases/20260101T000000Z")
+        elif path.name == "live":
+            path.symlink_to(Path(s.tls_dir) / "certs" / "one")
+        else:
+            path.write_text("x\n")
         os.lchown(path, 65534, 65534)
+    Path(s.vhost_file).write_text("server { }\n")
 
 
 def test_removal_removes_exactly_what_setup_and_deploys_added(server):
@@ -252,6 +270,63 @@ def test_removal_removes_exactly_what_setup_and_deploys_added(server):
     assert again.returncode == 0, again.stderr
     assert "nothing of blog.example.com.conf was left to remove" in again.stdout
     assert snapshot(server.root) == before_ours
+
+
+def test_setup_marks_the_folders_it_makes_and_removal_leaves_nothing_of_ours(server):
+    """The marker is root's (the deploy user cannot forge one); the challenge folder nginx serves
+    has none; parents the set-up made (var/, var/lib/, var/lib/pelican-https here) are marked as
+    parents and go once empty."""
+    original = snapshot(server.root)
+    assert server.run(server.setup_script()).returncode == 0
+    s = server.settings
+    for folder in (s.remote_root, s.challenge_root, s.state_dir, s.vhost_file.parent):
+        marker = Path(folder) / ".pelican-https-site"
+        assert mode_owner(marker)[:2] == ("0o644", "root")  # its group: /srv/www's here (setgid)
+        assert marker.read_text() == folder_marker(s) + "\n"
+    assert not (Path(s.challenge_dir) / ".pelican-https-site").exists()
+    assert (server.root / "var" / ".pelican-https-site").read_text() == PARENT_MARKER + "\n"
+    assert not (server.root / "srv" / "www" / ".pelican-https-site").exists()  # it was there before
+    deployed(server)
+    result = server.run(server.remove_script())
+    assert result.returncode == 0, result.stderr
+    assert "left as it is" not in result.stdout
+    for folder in (s.remote_root, s.state_dir, server.root / "var" / "lib" / "pelican-https", server.root / "var"):
+        assert f"removed {folder}\n" in result.stdout
+    assert snapshot(server.root) == original  # nothing of ours is left
+
+
+def test_removal_keeps_a_deploy_users_folder_that_was_there_before(server):
+    """DEPLOY_REMOTE_ROOT and DEPLOY_STATE_DIR pointed at folders the deploy user already owned
+    (its home, say): removal deletes only the entries deploys make in them and names what it left."""
+    home = server.root / "home" / USER
+    site, state = home / "www", home / "state"
+    for folder in (home, site, state):
+        folder.mkdir(parents=True)
+        os.chown(folder, 65534, 65534)
+    for foreign in (home / ".profile", site / "notes.txt", state / "keep.me"):
+        foreign.write_text("the user's own\n")
+        os.chown(foreign, 65534, 65534)
+    # a marker the deploy user wrote itself is not the set-up's
+    (site / ".pelican-https-site").write_text(folder_marker(server.settings) + "\n")
+    os.chown(site / ".pelican-https-site", 65534, 65534)
+    server.settings = server.settings._replace(remote_root=PurePosixPath(site), state_dir=PurePosixPath(state))
+    before = snapshot(server.root)
+    assert server.run(server.setup_script()).returncode == 0
+    deployed(server)
+
+    result = server.run(server.remove_script())
+    assert result.returncode == 0, result.stderr
+    assert snapshot(server.root) == before  # every foreign file, and the folders, as they were
+    assert f"left as it is: {site} (the set-up did not make it for blog.example.com; it still holds: " \
+           ".pelican-https-site notes.txt" in result.stdout
+    assert f"left as it is: {state} (the set-up did not make it for blog.example.com; it still holds: keep.me" in result.stdout
+    for gone in (site / "releases", site / "current", site / "challenges", state / "tls", state / "accounts",
+                 state / "nginx", state / "deploy.lock", state / "commit.journal"):
+        assert f"removed {gone}\n" in result.stdout
+
+    again = server.run(server.remove_script())
+    assert again.returncode == 0 and snapshot(server.root) == before
+    assert "nothing of blog.example.com.conf was left to remove" in again.stdout
 
 
 def test_removal_leaves_files_it_did_not_make_and_names_them(server):

@@ -4,6 +4,10 @@
 # It creates what is missing and changes nothing that is already there: an existing folder keeps
 # its mode, owner and group; a file or link it did not make is never replaced (it stops, names it
 # and says what to do, before changing anything). Running it again changes nothing.
+# Each folder it makes holds a marker file, .pelican-https-site (root's, so the deploy user cannot
+# forge one): the removal script deletes a whole folder only when it carries this site's marker,
+# and a missing parent it made (/srv/www, say) only once nothing else is in it. The challenge
+# folder itself, which nginx serves, gets none (its parents do).
 #
 # What it makes, for the deploy user (which must exist already):
 #   - the site folder and its ACME challenge folder, owned by the deploy user, readable by nginx;
@@ -19,15 +23,17 @@
 #   7 nginx conf folder (/etc/nginx)            8 include folder ("" = detect the layout)
 #   9 sudoers file         10 its first line (a comment that marks it as this script's)
 #   11 sudo rule (one line)
+#   12 the marker of a folder made for this site    13 the marker of a parent folder it made
 set -eu
 
-if [ "$#" -ne 11 ]; then
-    echo "server-setup: expected 11 arguments, got $#: print the script with \`fab server-setup\`" >&2
+if [ "$#" -ne 13 ]; then
+    echo "server-setup: expected 13 arguments, got $#: print the script with \`fab server-setup\`" >&2
     exit 2
 fi
 user=$1 site_dir=$2 challenge_dir=$3 state_dir=$4 vhost=$5 name=$6 conf_dir=$7 include_dir=$8 sudoers=$9
 shift 9
-marker=$1 rule=$2
+marker=$1 rule=$2 site_mark=$3 parent_mark=$4
+mark_file=.pelican-https-site
 
 umask 022
 changed=0
@@ -125,14 +131,19 @@ made() { echo "created $1"; changed=1; }
 # shellcheck disable=SC2012
 owner_of() { ls -ld "$1" | awk '{ print $3 }'; }
 
-make_dir() {  # make_dir PATH MODE OWNER; missing parents are made root's, 755 (as mkdir -p would)
+make_dir() {  # make_dir PATH MODE OWNER [MARK]; missing parents are made root's, 755 (as mkdir -p
+    # would), and marked as parents; MARK (the folder's marker text, root's file) is left in it
     if [ -d "$1" ]; then
         return 0
     fi
     if [ -n "${1%/*}" ] && [ ! -d "${1%/*}" ]; then
-        make_dir "${1%/*}" 755 root
+        make_dir "${1%/*}" 755 root "${4:+$parent_mark}"
     fi
     mkdir -m "$2" "$1"
+    if [ -n "${4:-}" ]; then
+        printf '%s\n' "$4" > "$1/$mark_file"
+        chmod 644 "$1/$mark_file"
+    fi
     if [ "$3" != root ]; then
         chown "$3:$group" "$1"
     fi
@@ -145,8 +156,10 @@ while read -r path mode owner; do
         if [ "$(owner_of "$path")" != "$owner" ]; then
             echo "left as it is: $path (owned by $(owner_of "$path"); the deploy user $owner must be able to write in it)"
         fi
+    elif [ "$path" = "$challenge_dir" ]; then
+        make_dir "$path" "$mode" "$owner"  # nginx serves it: no marker
     else
-        make_dir "$path" "$mode" "$owner"
+        make_dir "$path" "$mode" "$owner" "$site_mark"
     fi
 done <<END_FOLDERS
 $folders
