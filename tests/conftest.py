@@ -122,12 +122,17 @@ def make_blog3(tmp_path, sandbox3):
     sandbox3.heal()
 
 
-SANDBOX_FIXTURES = {"sandbox", "sandbox3", "make_blog", "make_blog3"}
+# Fixtures that start a sandbox or need root, besides the four above: ``short_lived``
+# (test_cert_lifecycle.py, a sandbox of its own) and ``server`` (test_server_setup.py: the
+# administrator's scripts run as root on a temporary tree). A test that starts a sandbox itself,
+# or needs root without one of these, carries ``pytest.mark.sandbox`` (its module's ``pytestmark``).
+SANDBOX_FIXTURES = {"sandbox", "sandbox3", "make_blog", "make_blog3", "short_lived", "server"}
 
 
 def pytest_collection_modifyitems(items):
-    """Tiers: every test that uses a sandbox fixture is marked `sandbox` (it still fails loudly,
-    never skips, when the sandbox cannot start); `pytest -m "not sandbox"` runs the rest without root."""
+    """Tiers: every test that uses a sandbox fixture (directly or through another fixture) is
+    marked `sandbox` (it still fails loudly, never skips, when the sandbox cannot start);
+    `pytest -m "not sandbox"` runs the rest without root."""
     for item in items:
         if SANDBOX_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.sandbox)

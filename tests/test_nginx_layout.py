@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from test_server_setup import SITE, Server
+
+pytestmark = pytest.mark.sandbox  # the set-up runs as root
 
 DEBIAN_NGINX_CONF = Path("/etc/nginx/nginx.conf")
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from deploy.diagnose import resolve
 from deploy.sandbox import authorized_keys_dir, start_sandbox, stop_sandbox
 from deploy.settings import settings_from_mapping
+
+# Every test here starts a sandbox (some by start_sandbox itself) or uses one: root.
+pytestmark = pytest.mark.sandbox
 
 
 def _alive(pid: int) -> bool:
