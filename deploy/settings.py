@@ -352,12 +352,18 @@ def _hsts(values: dict[str, Any], http_port: int, https_port: int) -> dict[str, 
 
 
 def _server_paths(values: dict[str, Any], site_name: str) -> dict[str, PurePosixPath]:
+    """The site folder and the state folder: two folders apart, neither inside the other."""
     remote_root = _remote_path("DEPLOY_REMOTE_ROOT", values["DEPLOY_REMOTE_ROOT"] or f"/srv/www/{site_name}")
     state_dir = _remote_path("DEPLOY_STATE_DIR", values["DEPLOY_STATE_DIR"] or f"/var/lib/pelican-https/{site_name}")
+    root = f"DEPLOY_REMOTE_ROOT={str(remote_root)!r}" + ("" if values["DEPLOY_REMOTE_ROOT"] else " (its default)")
+    state = f"DEPLOY_STATE_DIR={str(state_dir)!r}" + ("" if values["DEPLOY_STATE_DIR"] else " (its default)")
+    apart = "expected two folders apart, such as the defaults /srv/www/<site> and /var/lib/pelican-https/<site>"
     if state_dir == remote_root or remote_root in state_dir.parents:
-        raise SettingsError(f"DEPLOY_STATE_DIR={str(state_dir)!r} is inside DEPLOY_REMOTE_ROOT={str(remote_root)!r}, the tree "
-                            "nginx serves: it holds the certificate key and ACME account keys; expected a folder outside it, "
-                            "such as the default /var/lib/pelican-https/<site>")
+        raise SettingsError(f"{state} is inside {root}, the tree nginx serves: it holds the certificate key and ACME "
+                            f"account keys; {apart}")
+    if state_dir in remote_root.parents:
+        raise SettingsError(f"{root} is inside {state}, the deploy user's private folder (0700, which nginx cannot read; "
+                            f"removing the site would take one with the other); {apart}")
     return {"remote_root": remote_root, "state_dir": state_dir}
 
 

@@ -117,6 +117,25 @@ def test_https_origin_carries_a_non_default_port():
     assert make(DEPLOY_HTTPS_PORT=8443).https_origin == "https://blog.example.com:8443"
 
 
+@pytest.mark.parametrize("remote_root, state_dir, inner, outer", [
+    ("/srv/www/blog", "/srv/www/blog/state", "DEPLOY_STATE_DIR='/srv/www/blog/state'", "DEPLOY_REMOTE_ROOT='/srv/www/blog'"),
+    ("/srv/www/blog", "/srv/www/blog", "DEPLOY_STATE_DIR='/srv/www/blog'", "DEPLOY_REMOTE_ROOT='/srv/www/blog'"),
+    ("/home/deploy/state/www", "/home/deploy/state", "DEPLOY_REMOTE_ROOT='/home/deploy/state/www'",
+     "DEPLOY_STATE_DIR='/home/deploy/state'"),
+    ("/var/lib/pelican-https/blog.example.com/www", None, "DEPLOY_REMOTE_ROOT='/var/lib/pelican-https/blog.example.com/www'",
+     "DEPLOY_STATE_DIR='/var/lib/pelican-https/blog.example.com' (its default)"),
+])
+def test_the_site_folder_and_the_state_folder_never_contain_one_another(remote_root, state_dir, inner, outer):
+    """Either way round: the state folder inside the served tree exposes the keys; the site folder
+    inside the private state folder is unreadable to nginx, and removing one takes the other."""
+    with pytest.raises(SettingsError) as err:
+        make(DEPLOY_REMOTE_ROOT=remote_root, DEPLOY_STATE_DIR=state_dir)
+    assert f"{inner} is inside {outer}" in str(err.value)
+    assert "expected two folders apart" in str(err.value)
+    # neighbours are fine, also with a shared prefix
+    make(DEPLOY_REMOTE_ROOT="/srv/www/blog", DEPLOY_STATE_DIR="/srv/www/blog-state")
+
+
 @pytest.mark.parametrize("name, value, expected", [
     ("DEPLOY_HOST", "bad host; rm -rf /", "host name or IP address"),
     ("DEPLOY_HOST", None, "host name or IP address"),
@@ -136,6 +155,8 @@ def test_https_origin_carries_a_non_default_port():
     ("DEPLOY_STATE_DIR", "/var/lib/./x", "'.' or '..' segment"),
     ("DEPLOY_STATE_DIR", "/srv/www/blog.example.com/state", "inside DEPLOY_REMOTE_ROOT"),
     ("DEPLOY_STATE_DIR", "/srv/www/blog.example.com", "inside DEPLOY_REMOTE_ROOT"),
+    ("DEPLOY_STATE_DIR", "/srv/www", "DEPLOY_REMOTE_ROOT='/srv/www/blog.example.com' (its default) is inside"),
+    ("DEPLOY_STATE_DIR", "/srv", "is inside DEPLOY_STATE_DIR='/srv', the deploy user's private folder"),
     ("DEPLOY_DNS_RESOLVER", 123, "IP address as a string"),
     ("DEPLOY_DNS_RESOLVER", "123", "IP address as a string"),
     ("DEPLOY_DNS_RESOLVER", "dns.example.com", "IP address as a string"),
