@@ -76,27 +76,56 @@ def hold(servers: Servers, settings: DeploySettings, progress: Progress):
         "[%s] waiting up to %d s for the deploy lock held by %s", host, settings.lock_timeout, holder))
 
 
+class EarlierDeployPending(DeployError):
+    """What an interrupted deploy left could not be put back or finished: the message says each host's state."""
+
+
 def read_states(servers: Servers, settings: DeploySettings, progress: Progress) -> dict[Server, host_state.HostState]:
-    """Every host's state; first, what an interrupted deploy left pending is undone."""
+    """Every host's state; first, what an interrupted deploy left pending is finished or undone."""
     progress.enter("reading the servers' state")
     states = servers.each_or_raise(host_state.read, settings, stage="reading the server's state")
-    pending = [s for s, st in states.items() if st.journal or st.order_pending]
-    if pending:
-        log.warning("an earlier deploy was interrupted on %s: putting back what it left half done",
-                    ", ".join(map(str, pending)))
-        group = Servers.from_connections(pending)
-        group.each_or_raise(lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file),
-                                                     nginx.lock_path(settings), *settings.nginx),
-                            stage="closing an earlier challenge path")
-        failed = {s: e for s, e in releases.undo(group, settings).items() if e is not None}
-        if failed:
-            raise DeployError("could not undo an earlier interrupted deploy: " + "; ".join(f"{s}: {e}" for s, e in failed.items()))
+    if any(st.journal or st.order_pending for st in states.values()):
+        _resolve_interrupted(servers, states, settings)
         states = servers.each_or_raise(host_state.read, settings, stage="reading the server's state")
     for server, st in states.items():
         if not st.current_is_link:
             raise DeployError(f"{settings.current_link} on {server} is a folder, not the symlink pelican-https switches: "
                               "move it away (e.g. into releases/), then deploy again. Nothing was changed.")
     return states
+
+
+def _resolve_interrupted(servers: Servers, states: dict, settings: DeploySettings) -> None:
+    """Close an interrupted order's challenge path; then its commit: verified on any host (that is
+    recorded only once every host was verified), it is kept and finished on every host; else undone."""
+    pending = [s for s, st in states.items() if st.journal or st.order_pending]
+    journals = [s for s in pending if states[s].journal]
+    verified = any(states[s].journal_verified for s in journals)
+    log.warning("an earlier deploy was interrupted on %s: %s", ", ".join(map(str, pending)),
+                "its verified commit is kept and finished" if verified else "putting back what it left half done")
+    closed = Servers.from_connections(pending).each(
+        lambda s: states[s].order_pending and s.script("challenge-vhost", "restore", str(settings.vhost_file),
+                                                       nginx.lock_path(settings), *settings.nginx, what="closing its challenge path"))
+    done: dict = {}
+    if journals:
+        group = Servers.from_connections(journals)
+        done = releases.forget(group, settings) if verified else releases.undo(group, settings)
+    if not closed.failed and not any(done.values()):
+        return
+    lines = []
+    for server in pending:
+        if server in done:
+            ok = ("finished: serves the verified new site" if verified else
+                  "put back: serves what it served before the interrupted deploy")
+            lines.append(f"  {server}: " + (ok if done[server] is None else
+                         f"{'finishing' if verified else 'putting it back'} failed: {done[server]}; journal kept, "
+                         + ("it serves the verified new site" if verified else "what it serves is unknown")))
+        if server in closed.failed:
+            lines.append(f"  {server}: closing its challenge path failed: {closed.failed[server]}")
+    raise EarlierDeployPending(
+        "reading the servers' state: an earlier deploy was interrupted, and what it left could not be "
+        + ("finished" if verified else "put back") + " everywhere:\n" + "\n".join(lines)
+        + "\nNothing of this deploy was uploaded or switched. Fix the cause above, then `fab deploy` again "
+        "(it tries this first) or `fab rollback`.")
 
 
 def _deploy_locked(servers: Servers, states: dict, settings: DeploySettings, local, force: bool,
@@ -186,8 +215,8 @@ def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict
         progress.committing = True
         try:
             releases.commit(servers, settings, changes)
-        except DeployError:
-            _settle(servers, settings, changes, previous)  # every host was put back: wait until it serves so
+        except releases.CommitFailed as exc:
+            _settle(Servers.from_connections(exc.back), settings, changes, previous)  # wait until they serve so
             raise
         log.info("committed on %s: %s", ", ".join(map(str, servers)), _what(next(iter(changes.values()))))
     progress.enter("verifying the site")
@@ -196,18 +225,31 @@ def _commit_and_verify(servers: Servers, settings: DeploySettings, changes: dict
     except BaseException as exc:
         if not changing:
             raise
-        failed = {s: e for s, e in releases.undo(servers, settings).items() if e is not None}
-        back = ("every host serves what it served before" if not failed else
-                "putting it back FAILED on " + ", ".join(f"{s} ({e})" for s, e in failed.items()))
-        _settle(servers, settings, changes, previous)
-        if isinstance(exc, Exception):
-            raise VerificationFailed(f"{exc}\nThe new release, vhost and certificate were put back: {back}. "
-                                     "A certificate issued in this deploy stays staged for the next one.") from exc
-        raise
+        _put_back(servers, settings, changes, previous, exc)
     if changing:
+        live = f"The new site is live and verified on {'every host' if len(servers) > 1 else str(next(iter(servers)))}"
+        progress.enter("recording the verification")
+        releases.mark_verified(servers, settings, live)
         progress.enter("finishing")
-        releases.finish(servers, settings)
+        releases.finish(servers, settings, live=live)
     progress.committing = False
+
+
+def _put_back(servers: Servers, settings: DeploySettings, changes: dict[Server, Change], previous: dict,
+              exc: BaseException) -> None:
+    """A failed verification: every host back to what it served before; raise saying where each stands."""
+    undone = releases.undo(servers, settings)
+    back = [s for s in servers if undone[s] is None]
+    _settle(Servers.from_connections(back), settings, changes, previous)
+    if not isinstance(exc, Exception):
+        raise exc
+    if len(back) == len(servers):
+        state = "every host serves what it served before"
+    else:
+        state = "putting it back FAILED on " + "; ".join(f"{s} ({e}): {releases.UNKNOWN}" for s, e in undone.items() if e)
+    raise VerificationFailed(f"{exc}\nThe new release, vhost and certificate were put back: {state}. "
+                             "A certificate issued in this deploy stays staged for the next one."
+                             + ("" if len(back) == len(servers) else "\n" + releases.RETRY)) from exc
 
 
 def _settle(servers: Servers, settings: DeploySettings, changes: dict[Server, Change], previous: dict) -> None:

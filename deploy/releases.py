@@ -3,9 +3,10 @@
 ``commit`` runs ``scripts/commit.sh apply`` on every host at once: certificate, vhost and
 ``current`` switch together with one reload, after a journal of what was live. A host that
 fails puts itself back; the hosts that had switched are put back too (``undo``), so every host
-serves the old site or every host the new one. ``finish`` forgets the journals after the site
-was verified, and prunes. A commit cut short (a killed deploy) leaves its journal: the next
-deploy undoes it before anything else.
+serves the old site or every host the new one. Once the site is verified, ``mark_verified``
+records it in every journal; ``finish`` then forgets the journals and prunes. A commit cut short
+(a killed deploy) leaves its journal: the next deploy undoes it before anything else, unless a
+host's journal says it was verified: then it finishes it on every host.
 """
 
 from __future__ import annotations
@@ -44,18 +45,40 @@ class ReleaseInfo(NamedTuple):
     live: bool
 
 
+class CommitFailed(DeployError):
+    """The commit failed on some host; ``back``: the hosts known to serve what they served before."""
+
+    def __init__(self, message: str, back: list[Server]):
+        super().__init__(message)
+        self.back = back
+
+
 def commit(servers: Servers, settings: DeploySettings, changes: dict[Server, Change]) -> None:
-    """Make every host's change live, or none: a failure on any host puts the others back."""
+    """Make every host's change live, or none: a failure on any host puts every host back."""
     result = servers.each(_apply, settings, changes)
     if not result.failed:
         return
-    switched = list(result.succeeded)
-    undone = undo(Servers.from_connections(switched), settings) if switched else {}
-    states = [f"  {s}: failed and put itself back: {exc}" for s, exc in result.failed.items()]
-    states += [f"  {s}: switched, then put back" + ("" if undone.get(s) is None else f" (FAILED: {undone[s]})")
-               for s in switched]
-    raise DeployError("the commit failed, so no host switches: every host serves what it served before.\n"
-                      + "\n".join(states))
+    # Every host, the failed ones too: a script cut short (a dropped connection) may have left its
+    # journal, and a failed apply may have failed to put itself back. A no-op where nothing is left.
+    undone = undo(servers, settings)
+    back = [s for s in servers if undone[s] is None]
+    lines = []
+    for server in servers:
+        what = f"failed: {result.failed[server]}" if server in result.failed else "switched"
+        lines.append(f"  {server}: {what}; " + ("put back" if undone[server] is None else
+                     f"putting it back failed too: {undone[server]}. {UNKNOWN}"))
+    failed = ", ".join(map(str, result.failed))
+    if len(back) == len(servers):
+        headline = f"committing failed on {failed}, so no host switches: every host serves what it served before."
+    else:
+        unknown = ", ".join(str(s) for s in servers if s not in back)
+        headline = (f"committing failed on {failed}, so no host switches, but putting it back failed on {unknown}: "
+                    "what it serves is unknown" + (f"; {', '.join(map(str, back))} serve(s) what they served before." if back else "."))
+    raise CommitFailed(f"{headline}\n" + "\n".join(lines) + ("" if len(back) == len(servers) else "\n" + RETRY), back)
+
+
+UNKNOWN = "State unknown, journal kept; the next deploy puts it back before anything else"
+RETRY = "Fix the cause above, then `fab deploy` again (it first puts back what is left) or `fab rollback`."
 
 
 def _apply(server: Server, settings: DeploySettings, changes: dict[Server, Change]) -> None:
@@ -71,7 +94,8 @@ def _apply(server: Server, settings: DeploySettings, changes: dict[Server, Chang
 
 
 def undo(servers: Servers, settings: DeploySettings) -> dict[Server, Exception | None]:
-    """Put back what each host's journal says was live (nothing where there is no journal)."""
+    """Put back what each host's journal says was live (nothing where there is no journal; a
+    verified commit is kept, its journal forgotten: see scripts/commit.sh)."""
     result = servers.each(lambda s: s.script("commit", "undo", str(settings.remote_root), str(settings.state_dir), lock_path(settings),
                                              *settings.nginx, what="putting the previous site back"))
     for server, exc in result.failed.items():
@@ -79,16 +103,51 @@ def undo(servers: Servers, settings: DeploySettings) -> dict[Server, Exception |
     return {server: result.failed.get(server) for server in servers}
 
 
-def finish(servers: Servers, settings: DeploySettings, prune: bool = True) -> None:
-    """After verification: forget the journals; prune old releases and certificates (never the live ones)."""
+def mark_verified(servers: Servers, settings: DeploySettings, live: str) -> None:
+    """Record in every host's journal that the commit was verified: from then on it is kept (the
+    next deploy finishes it), never undone. ``live``: what is live, for the message on failure."""
+    result = servers.each(lambda s: s.script("commit", "verified", str(settings.remote_root), str(settings.state_dir),
+                                             what="recording the verification"))
+    if not result.failed:
+        return
+    for server, exc in result.failed.items():
+        log.error("[%s] recording the verification failed: %s", server, exc)
+    lines = "\n".join(f"  {s}: {exc}" for s, exc in result.failed.items())
+    if result.succeeded:
+        then = ("the journals stay, and the next deploy finishes the switch on every host (a host that recorded it "
+                "tells the others' journals are of the same verified commit).")
+    else:
+        then = ("no host recorded it, so the next deploy first puts the previous site back on every host (then "
+                "deploys what it is given). Fix the cause above, then run the same task again.")
+    raise DeployError(f"recording the verification failed on {', '.join(map(str, result.failed))}:\n{lines}\n{live}; {then}")
+
+
+def finish(servers: Servers, settings: DeploySettings, prune: bool = True, live: str = "") -> None:
+    """After verification: forget the journals; prune old releases and certificates (never the live
+    ones). ``live``: what is live, for the message when a host fails."""
     from .certificates import KEEP_CERTIFICATES
     keep = [str(settings.keep_releases), str(KEEP_CERTIFICATES)] if prune else []
-    result = servers.each_or_raise(lambda s: s.script("commit", "finish", str(settings.remote_root), str(settings.state_dir),
-                                                      *keep, what="finishing"), stage="finishing")
-    for server, out in result.items():
+    result = servers.each(lambda s: s.script("commit", "finish", str(settings.remote_root), str(settings.state_dir),
+                                             *keep, what="finishing"))
+    for server, out in result.succeeded.items():
         pruned = [line.split()[1] for line in out.decode().splitlines() if line.startswith("pruned ")]
         if pruned:
             log.info("[%s] pruned %d old release(s): %s", server, len(pruned), ", ".join(pruned))
+    if result.failed:
+        hosts = ", ".join(map(str, result.failed))
+        lines = "\n".join(f"  {s}: {exc}" for s, exc in result.failed.items())
+        raise DeployError(f"finishing failed on {hosts}:\n{lines}\n{live or 'The switch is live on every host'}; "
+                          + (f"pruning old releases did not run on {hosts}; " if prune else "")
+                          + "its journal is kept, marked verified: the next deploy finishes it (it is not undone).")
+
+
+def forget(servers: Servers, settings: DeploySettings) -> dict[Server, Exception | None]:
+    """Finish a verified commit an interrupted deploy left (no pruning): its journal is forgotten."""
+    result = servers.each(lambda s: s.script("commit", "finish", str(settings.remote_root), str(settings.state_dir),
+                                             what="finishing the earlier verified commit"))
+    for server, exc in result.failed.items():
+        log.error("[%s] finishing the earlier verified commit failed: %s", server, exc)
+    return {server: result.failed.get(server) for server in servers}
 
 
 def list_releases(server: Server, settings: DeploySettings) -> list[ReleaseInfo]:
@@ -128,6 +187,9 @@ def rollback(servers: Servers, settings: DeploySettings, to: str | None) -> tupl
     target = rollback_target(per_host, to)
     before = next((r.id for r in next(iter(per_host.values())) if r.live), None)
     commit(servers, settings, {s: Change(release_id=target) for s in servers})
-    finish(servers, settings, prune=False)
+    live = f"Release {target} is live on every host"
+    # Every host switched: recorded as done, so that a finish cut short never undoes it on one host only.
+    mark_verified(servers, settings, live)
+    finish(servers, settings, prune=False, live=live)
     return target, before
 

@@ -41,8 +41,13 @@ class HostState(NamedTuple):
     staged: Installed | None  # the newest certificate staged but not live
     renewal_info: RenewalInfo | None  # the CA's last ARI answer, cached
     manifest_bytes: bytes | None  # the live release's stored manifest
-    journal: str  # a commit cut short ("" when none)
+    journal: str  # a commit not finished ("" when none): undone by the next deploy unless verified
     order_pending: bool  # a challenge vhost left in place by an order cut short
+
+    @property
+    def journal_verified(self) -> bool:
+        """The journal's commit was verified (scripts/commit.sh verified): it is kept, never undone."""
+        return "verified=yes" in self.journal.splitlines()
 
     @property
     def manifest(self) -> dict | None:

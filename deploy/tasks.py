@@ -62,18 +62,30 @@ def _run(settings_file: str, **kwargs) -> pipeline.DeployResult:
     try:
         return pipeline.deploy(load_settings(settings_file), progress=progress, **kwargs)
     except KeyboardInterrupt:
-        where = ("The commit had started: the live site may be half switched on some host; the next deploy "
-                 "(or `fab rollback`) puts back or finishes it first." if progress.committing else
-                 "Nothing went live: the site serves what it served before.")
-        raise Exit(f"interrupted while {progress.stage}. {where}", code=130) from None
+        raise Exit(f"interrupted while {progress.stage}. {_interrupted_state(progress)}", code=130) from None
     except DeployError as exc:
-        if progress.committing or progress.stage in ("connecting", "taking the deploy lock"):
-            raise  # the commit's messages say what was put back; nothing was touched before the lock
+        if (progress.committing or progress.stage in ("connecting", "taking the deploy lock")
+                or isinstance(exc, pipeline.EarlierDeployPending)):
+            raise  # these messages say what was put back or where each host stands; nothing was touched before the lock
         raise Exit(f"error: {exc}\nThe deploy stopped while {progress.stage}. Nothing went live: the site serves "
                    "what it served before.", code=1) from exc
     finally:
         if meter:
             meter.close()
+
+
+def _interrupted_state(progress: pipeline.Progress) -> str:
+    """Where the live site stands after Ctrl-C, from the stage the deploy was in."""
+    if progress.stage == "finishing":
+        return ("The new site is live and verified, and recorded so: the next deploy finishes it (prunes), it does "
+                "not undo it.")
+    if progress.stage == "recording the verification":
+        return ("The new site was verified live. If a host recorded that, the next deploy keeps it and finishes it; "
+                "otherwise it puts the previous site back first.")
+    if progress.committing:
+        return ("The commit had started: the live site may be half switched on some host; the next deploy "
+                "(or `fab rollback`) puts it back first.")
+    return "Nothing went live: the site serves what it served before."
 
 
 @task(help={"settings": f"Pelican settings file with the DEPLOY_ settings (default {DEFAULT_SETTINGS})"})

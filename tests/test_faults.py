@@ -25,6 +25,7 @@ from typing import NamedTuple
 import pytest
 from cryptography import x509
 
+from deploy import pipeline
 from deploy.connection import connect_all
 from deploy.lock import hold
 from deploy.verify import fetch_http, fetch_https
@@ -393,6 +394,39 @@ def test_a_deploy_killed_during_the_commit_leaves_all_old_or_all_new(make_blog, 
     assert final.redirect == (301, settings.https_origin + "/")
     assert final.current == "releases/" + max(r for r in releases(settings) if not r.endswith(".manifest"))
     assert ORDER_LINE.search(result.stderr) is None, "the certificate of the killed deploy was ordered again"
+    assert leftovers(settings) == []
+
+
+class KilledAt(pipeline.Progress):
+    """A fault hook for an in-process deploy: the process "dies" (SystemExit, no clean-up of ours
+    runs) as the deploy enters ``stage``."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.at = stage
+
+    def enter(self, stage: str) -> None:
+        super().enter(stage)
+        if stage == self.at:
+            raise SystemExit("killed by the test")
+
+
+def test_a_deploy_killed_after_its_verification_keeps_the_verified_site(make_blog):
+    """Killed once the site was verified and that was recorded, before `finish`: the journal
+    stays. The next run (a `fab renew` that switches nothing) finishes it and keeps the verified
+    release live; it must not put the previous one back."""
+    blog, settings = deployed(make_blog, "fault-verified")
+    before = live(settings)
+    index = new_post(blog, "verified, then killed")
+    with pytest.raises(SystemExit):
+        pipeline.deploy(settings, progress=KilledAt("finishing"))
+    journal = Path(settings.state_dir) / "commit.journal"
+    assert "verified=yes" in journal.read_text()
+    verified = consistent(settings)
+    assert verified.pages["/"] == (200, index) and verified.current != before.current
+    renewed = blog.fab("renew")
+    assert "its verified commit is kept and finished" in renewed.stderr, renewed.stderr
+    assert consistent(settings) == verified
     assert leftovers(settings) == []
 
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from deploy import pipeline
+from deploy.errors import DeployError
 from deploy.verify import fetch_https
 
 
@@ -28,6 +33,19 @@ def serving(blog) -> list[tuple[str, int, bytes]]:
         answer = fetch_https(settings, settings.canonical_domain, address=host.address)
         seen.append((release, answer.certificate.serial_number, answer.body))
     return seen
+
+
+class FaultAt(pipeline.Progress):
+    """A fault hook for an in-process deploy: ``fault()`` runs as the deploy enters ``stage``."""
+
+    def __init__(self, stage: str, fault):
+        super().__init__()
+        self.at, self.fault = stage, fault
+
+    def enter(self, stage: str) -> None:
+        super().enter(stage)
+        if stage == self.at:
+            self.fault()
 
 
 def test_one_order_validated_through_a_host_that_is_not_first_then_all_hosts_serve_it(make_blog3, sandbox3):
@@ -166,3 +184,36 @@ def test_a_deploy_killed_during_the_commit_is_brought_to_one_release_everywhere(
     for host, journal in zip(sandbox3.hosts, journals):
         assert not journal.exists(), host.ssh_target
         assert "max-age=600" in host.local_path(settings.vhost_file).read_text()
+
+
+def test_a_finish_failing_on_one_host_after_verification_never_undoes_the_verified_site(make_blog3, sandbox3):
+    """The site was verified on every host, then `finish` fails on the second (its state folder is
+    read-only in that moment): its journal, marked verified, stays. The next run, a `fab renew`
+    that switches nothing, must keep the verified release there, not put the old one back."""
+    blog = make_blog3("group-finish", own_names=True)
+    blog.build()
+    blog.fab("deploy")
+    settings = blog.settings()
+    (blog.path / "output" / "index.html").write_text("<p>verified</p>")
+    second = sandbox3.hosts[1]
+    state = second.local_path(settings.state_dir)
+    mode = stat.S_IMODE(state.stat().st_mode)
+    try:
+        with pytest.raises(DeployError) as failed:
+            pipeline.deploy(settings, progress=FaultAt("finishing", lambda: state.chmod(0o555)))
+    finally:
+        state.chmod(mode)
+    message = str(failed.value)
+    assert f"finishing failed on {second.ssh_target}" in message, message
+    assert "live and verified on every host" in message and f"pruning old releases did not run on {second.ssh_target}" in message
+    assert "the next deploy finishes it" in message, message
+    assert "verified=yes" in (state / "commit.journal").read_text()
+    verified = serving(blog)
+    assert len({(release, serial) for release, serial, _ in verified}) == 1
+    assert all(body == b"<p>verified</p>" for *_, body in verified)
+
+    renewed = blog.fab("renew")
+    assert "its verified commit is kept and finished" in renewed.stderr, renewed.stderr
+    assert "putting the previous site back" not in renewed.stderr
+    assert serving(blog) == verified
+    assert not (state / "commit.journal").exists()

@@ -464,6 +464,62 @@ def test_commit_finish_without_numbers_prunes_nothing(tmp_path, nginx):
     assert sorted(p.name for p in (server.state / "tls" / "certs").iterdir()) == ["C1", "C2"]
 
 
+def test_commit_verified_marks_the_journal_and_a_verified_commit_is_never_undone(tmp_path, nginx):
+    server = Server(tmp_path)
+    assert server.commit("apply", "R2", "C2", "yes", *nginx("ok")).returncode == 0
+    result = server.commit("verified")
+    assert (result.returncode, result.stdout) == (0, b"verified\n")
+    assert server.journal.read_text() == "release=releases/R1\ncert=certs/C1\nreload=yes\nverified=yes\n"
+    # An undo (a deploy that finds the journal, say after `finish` failed) forgets it instead.
+    result = server.commit("undo", *nginx("ok"))
+    assert (result.returncode, result.stdout) == (0, b"undone\n")
+    assert server.live() == NEW
+    assert not server.journal.exists()
+    assert not server.vhost.with_name("vhost.conf.committed-prev").exists()
+    assert "reload" not in nginx.calls.split("nginx -s reload", 1)[1]  # only the apply's reload
+
+
+def test_commit_apply_keeps_a_verified_commit_it_finds_and_commits_on_top(tmp_path, nginx):
+    server = Server(tmp_path)
+    assert server.commit("apply", "R2", "C2", "yes", *nginx("ok")).returncode == 0
+    assert server.commit("verified").returncode == 0
+    # ...`finish` never ran. The next commit (a release alone) journals the verified state as the one to put back.
+    result = server.commit("apply", "R1", "", "no", *nginx("ok"))
+    assert result.returncode == 0, result.stderr
+    assert server.live() == ("releases/R1", "certs/C2", NEW_VHOST)
+    assert server.journal.read_text() == "release=releases/R2\ncert=certs/C2\nreload=no\n"
+
+
+def test_commit_verified_without_a_journal_changes_nothing(tmp_path):
+    server = Server(tmp_path)
+    result = server.commit("verified")
+    assert (result.returncode, result.stdout) == (0, b"verified\n")
+    assert not server.journal.exists()
+
+
+def test_commit_finish_fails_when_the_journal_cannot_be_removed(tmp_path, nginx):
+    server = Server(tmp_path)
+    assert server.commit("apply", "R2", "", "no", *nginx("ok")).returncode == 0
+    server.journal.unlink()
+    server.journal.mkdir()  # rm -f cannot remove it: finish must say so, not claim it finished
+    (server.journal / "x").touch()
+    result = server.commit("finish")
+    assert result.returncode == 1 and b"finished" not in result.stdout
+
+
+def test_commit_apply_after_a_challenge_path_left_open_closes_it_and_puts_back_the_vhost_before_it(tmp_path, nginx):
+    """The order's challenge path could not be closed (vhost.conf.before-order stays): the commit's
+    new vhost replaces it, and an undo puts back the vhost from before the order, not the challenge one."""
+    server = Server(tmp_path)
+    before_order = server.vhost.with_name("vhost.conf.before-order")
+    before_order.write_bytes(OLD_VHOST)
+    server.vhost.write_bytes(b"# the challenge vhost\n")
+    assert server.commit("apply", "R2", "C2", "yes", *nginx("ok")).returncode == 0
+    assert server.live() == NEW and not before_order.exists()
+    assert server.commit("undo", *nginx("ok")).returncode == 0
+    assert server.live() == OLD and not before_order.exists()
+
+
 # --- nginx-test.sh ------------------------------------------------------------------------
 
 def test_nginx_test_checks_the_new_vhost_and_puts_the_live_file_back_byte_identical(tmp_path, nginx):

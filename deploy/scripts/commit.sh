@@ -2,9 +2,12 @@
 # The one step visitors see: make the new certificate, vhost and release live together with one
 # reload, or undo them. A journal records what was live before, so that a commit cut short
 # (even a killed client) is undone by the next deploy, and a failed verification puts it back.
-# Usage: commit.sh apply  REMOTE_ROOT STATE_DIR RELEASE_ID CERT_ID VHOST_CHANGED(yes|no) NGINX_LOCK NGINX_WORD...
-#        commit.sh undo   REMOTE_ROOT STATE_DIR NGINX_LOCK NGINX_WORD...   (NGINX_LOCK: see nginx-test.sh)
-#        commit.sh finish REMOTE_ROOT STATE_DIR [KEEP_RELEASES KEEP_CERTIFICATES]   (verified: forget the
+# Once the site was verified, `verified` marks the journal: from then on the commit is kept, never
+# undone (the next deploy only forgets the journal, if `finish` did not get to run).
+# Usage: commit.sh apply    REMOTE_ROOT STATE_DIR RELEASE_ID CERT_ID VHOST_CHANGED(yes|no) NGINX_LOCK NGINX_WORD...
+#        commit.sh undo     REMOTE_ROOT STATE_DIR NGINX_LOCK NGINX_WORD...   (NGINX_LOCK: see nginx-test.sh)
+#        commit.sh verified REMOTE_ROOT STATE_DIR   (the commit was verified: keep it from now on)
+#        commit.sh finish   REMOTE_ROOT STATE_DIR [KEEP_RELEASES KEEP_CERTIFICATES]   (verified: forget the
 #        journal; with the numbers, prune older releases and certificates, never the live ones)
 # Exit 3: nginx -t failed; 4: reload failed; 6: the deploy user may not run nginx (all undone); 8: no lock.
 set -u
@@ -23,11 +26,15 @@ nginx_reload() {  # nginx_reload NGINX_WORD...: test, then reload
         printf '%s\n' "$out" >&2; return 3; }
     "$@" -s reload >&2 || return 4
 }
-undo() {  # put back what the journal says was live
-    release='' cert='' reload=''
+undo() {  # put back what the journal says was live; a verified commit stays (its journal is forgotten)
+    release='' cert='' reload='' verified=''
     while IFS='=' read -r key value; do
-        case $key in release) release=$value;; cert) cert=$value;; reload) reload=$value;; esac
+        case $key in release) release=$value;; cert) cert=$value;; reload) reload=$value;; verified) verified=$value;; esac
     done < "$journal"
+    if [ "$verified" = yes ]; then
+        rm -f -- "$journal" "$vhost.committed-prev"
+        return
+    fi
     relink "$root/current" "$release"
     relink "$live" "$cert"
     if [ "$reload" = yes ]; then
@@ -57,7 +64,11 @@ apply)
     { printf 'release=%s\n' "$(readlink "$root/current" 2>/dev/null)"
       printf 'cert=%s\n' "$(readlink "$live" 2>/dev/null)"
       printf 'reload=%s\n' "$vhost_changed"; } > "$journal.tmp" && mv -f -- "$journal.tmp" "$journal" || exit 1
-    if [ "$vhost_changed" = yes ]; then
+    if [ "$vhost_changed" = yes ] && [ -f "$vhost.before-order" ]; then
+        # A challenge path this deploy could not close: the vhost before it is the one to put back,
+        # and the new vhost closes it (the next deploy must not restore that old file).
+        mv -f -- "$vhost.before-order" "$vhost.committed-prev" || exit 1
+    elif [ "$vhost_changed" = yes ]; then
         if [ -f "$vhost" ]; then cp -p -- "$vhost" "$vhost.committed-prev"; else : > "$vhost.committed-prev"; fi || exit 1
     fi
     trap 'undo "$@"; exit 5' HUP INT TERM
@@ -75,8 +86,14 @@ undo)
     [ ! -f "$journal" ] || undo "$@" || exit $?
     echo undone
     ;;
+verified)
+    if [ -f "$journal" ]; then
+        { cat -- "$journal" && echo verified=yes; } > "$journal.tmp" && mv -f -- "$journal.tmp" "$journal" || exit 1
+    fi
+    echo verified
+    ;;
 finish)
-    rm -f -- "$journal" "$vhost.committed-prev"
+    rm -f -- "$journal" "$vhost.committed-prev" || exit 1
     [ $# -eq 2 ] || { echo finished; exit 0; }
     keep_releases=$1 keep_certs=$2
     current=$(readlink "$root/current" 2>/dev/null); current=${current##*/}
