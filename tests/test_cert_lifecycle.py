@@ -285,6 +285,23 @@ def test_status_tells_what_the_server_has_and_what_comes_next(kept):
     assert f"last deploy: release {live_release}" in out
 
 
+def test_status_names_a_live_certificate_whose_files_are_unreadable(kept):
+    """Issue 13: with the live fullchain.pem damaged (nginx still serves it from memory), `fab
+    status` said "none installed yet"."""
+    blog, settings = kept
+    live_id = _live_id(settings)
+    chain = Path(settings.tls_dir) / "certs" / live_id / "fullchain.pem"
+    saved = chain.read_bytes()
+    try:
+        chain.write_bytes(saved[:100])
+        out = blog.fab("status").stdout
+    finally:
+        chain.write_bytes(saved)
+    assert f"certificate {live_id}: files unreadable on the server; nginx may still serve it from memory; the next " in out
+    assert "none installed" not in out and "no certificate installed" not in out
+    assert f"certificate {live_id} unreadable" in out.splitlines()[0], out
+
+
 def test_the_cas_renewal_window_is_kept_on_the_server_until_its_retry_after(kept, monkeypatch):
     """ARI: the CA's last answer (tls/ari.json) decides without asking it again before its
     Retry-After; after it, the CA is asked, and when it does not answer, the last window stands."""
