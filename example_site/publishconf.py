@@ -17,6 +17,7 @@ DEPLOY_USER = "deploy"
 DEPLOY_DOMAINS = ["blog.example.com", "www.blog.example.com"]  # canonical first
 # The https rewriter treats every name in DEPLOY_DOMAINS as the blog's own host too.
 DEPLOY_ACME_DIRECTORY = "letsencrypt-staging"  # switch to "letsencrypt" once a staging deploy works
-# In GitHub Actions the workflow writes the key and known_hosts from repository secrets:
-DEPLOY_SSH_KEY = os.environ.get("DEPLOY_SSH_KEY_FILE") or None
+# In GitHub Actions the workflow writes the key and known_hosts from the environment's secrets and
+# sets these variables; on your machine, the key made in step 1 of the README's "The server":
+DEPLOY_SSH_KEY = os.environ.get("DEPLOY_SSH_KEY_FILE", "~/.ssh/deploy_blog")
 DEPLOY_KNOWN_HOSTS = os.environ.get("DEPLOY_KNOWN_HOSTS_FILE", "~/.ssh/known_hosts")
