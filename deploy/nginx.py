@@ -11,10 +11,11 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import sys
 import time
 
 from .connection import Server, Servers, group_error
-from .errors import NginxError, RemoteCommandFailed
+from .errors import DeployError, NginxError, RemoteCommandFailed
 from .server_setup import nginx_sudo_command
 from .settings import DeploySettings
 from .state import HostState
@@ -56,14 +57,22 @@ def test(server: Server, settings: DeploySettings, vhost: Vhost) -> tuple[str, .
     return warnings
 
 
-def open_challenge_path(servers: Servers, states: dict[Server, HostState], settings: DeploySettings) -> list[Server]:
+class Opened(list):
+    """The hosts ``open_challenge_path`` opened it on (a list of them), and for which names."""
+
+    def __init__(self, names: dict[Server, list[str]]):
+        super().__init__(names)
+        self.names = names
+
+
+def open_challenge_path(servers: Servers, states: dict[Server, HostState], settings: DeploySettings) -> Opened:
     """On each host whose live vhost does not serve every domain yet: the live vhost plus port-80
     challenge servers for the missing names, reloaded and confirmed. Returns those hosts."""
-    def apply(server: Server) -> bool:
+    def apply(server: Server) -> list[str]:
         state = states[server]
         missing = [d for d in settings.domains if d not in state.served]
         if not missing:
-            return False
+            return []
         vhost = render_challenge_vhost(settings, missing, state.vhost_text)
         try:
             server.script("challenge-vhost", "apply", str(settings.vhost_file), lock_path(settings), *settings.nginx,
@@ -72,20 +81,35 @@ def open_challenge_path(servers: Servers, states: dict[Server, HostState], setti
             raise error(exc, settings, server) from exc
         confirm(server, settings, vhost)
         log.info("[%s] challenge path open for %s (port 80 only, until the order ends)", server, ", ".join(missing))
-        return True
+        return missing
     result = servers.each(apply)
     if result.failed:  # a host may have opened it and failed to confirm: close it everywhere (a no-op where closed)
-        close_challenge_path(servers, settings, list(servers))
+        close_challenge_path(servers, settings, Opened({s: [d for d in settings.domains if d not in states[s].served]
+                                                         for s in servers}))
         raise group_error(result.failed, "opening the challenge path")
-    return [s for s, value in result.succeeded.items() if value]
+    return Opened({s: names for s, names in result.succeeded.items() if names})
 
 
 def close_challenge_path(servers: Servers, settings: DeploySettings, opened: list[Server]) -> None:
-    """Put the live vhost back where ``open_challenge_path`` changed it (also after a failed order)."""
-    if opened:
-        Servers.from_connections(opened).each(
-            lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file), lock_path(settings), *settings.nginx,
-                               what="closing the challenge path"))
+    """Put the live vhost back where ``open_challenge_path`` changed it (also after a failed order).
+    A host where that fails is logged, and named in the error being raised, if any (this runs in
+    the order's ``finally``); the next deploy closes it first, or this deploy's commit replaces it."""
+    if not opened:
+        return
+    result = Servers.from_connections(list(opened)).each(
+        lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file), lock_path(settings), *settings.nginx,
+                           what="closing the challenge path"))
+    if not result.failed:
+        return
+    names = getattr(opened, "names", {})
+    still = []
+    for server, exc in result.failed.items():
+        log.error("[%s] closing the challenge path failed: %s", server, exc)
+        still.append(f"the challenge path for {', '.join(names.get(server, [])) or 'the new names'} is still open on "
+                     f"{server} ({exc}); the next deploy removes it")
+    pending = sys.exc_info()[1]
+    if isinstance(pending, DeployError) and pending.args:  # the error the order ends with: add it there
+        pending.args = (f"{pending.args[0]}\n" + "\n".join(s[0].upper() + s[1:] + "." for s in still), *pending.args[1:])
 
 
 def confirm(server: Server, settings: DeploySettings, vhost: Vhost, timeout: float = CONFIRM_TIMEOUT) -> None:

@@ -73,11 +73,11 @@ def commit(servers: Servers, settings: DeploySettings, changes: dict[Server, Cha
     else:
         unknown = ", ".join(str(s) for s in servers if s not in back)
         headline = (f"committing failed on {failed}, so no host switches, but putting it back failed on {unknown}: "
-                    "what it serves is unknown" + (f"; {', '.join(map(str, back))} serve(s) what they served before." if back else "."))
+                    "what it serves is unknown" + ("; the others serve what they served before." if back else "."))
     raise CommitFailed(f"{headline}\n" + "\n".join(lines) + ("" if len(back) == len(servers) else "\n" + RETRY), back)
 
 
-UNKNOWN = "State unknown, journal kept; the next deploy puts it back before anything else"
+UNKNOWN = "State unknown, its journal kept: the next deploy puts it back before anything else"
 RETRY = "Fix the cause above, then `fab deploy` again (it first puts back what is left) or `fab rollback`."
 
 
