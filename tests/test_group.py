@@ -217,3 +217,89 @@ def test_a_finish_failing_on_one_host_after_verification_never_undoes_the_verifi
     assert "putting the previous site back" not in renewed.stderr
     assert serving(blog) == verified
     assert not (state / "commit.journal").exists()
+
+
+def drop_ssh_sessions(host) -> None:
+    """Cut every SSH connection to ``host`` as a network failure does: its sshd's per-connection
+    processes die (the listener goes on, so the next deploy connects)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    doomed, todo = [], list(children.get(host.pids["sshd"], []))
+    while todo:
+        pid = todo.pop()
+        doomed.append(pid)
+        todo += children.get(pid, [])
+    assert doomed, "no SSH session to drop"
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_connection_dropping_during_the_commit_names_that_host_unknown_and_puts_the_others_back(make_blog3, sandbox3):
+    blog = make_blog3("group-drop", own_names=True)
+    blog.build()
+    blog.fab("deploy")
+    before = serving(blog)
+    settings = blog.settings()
+    (blog.path / "output" / "index.html").write_text("<p>the next site</p>")
+    second = sandbox3.hosts[1]
+    with pytest.raises(DeployError) as failed:
+        pipeline.deploy(settings, progress=FaultAt("committing", lambda: drop_ssh_sessions(second)))
+    message = str(failed.value)
+    assert "every host serves what it served before" not in message, message
+    assert f"putting it back failed on {second.ssh_target}: what it serves is unknown" in message, message
+    assert f"{second.ssh_target}: failed: " in message and "State unknown, its journal kept" in message, message
+    for host in (sandbox3.hosts[0], sandbox3.hosts[2]):
+        assert f"{host.ssh_target}: switched; put back" in message, message
+    assert "`fab deploy` again" in message
+    assert serving(blog) == before  # the commit never reached the second host; the others went back
+    result = blog.fab("deploy")
+    seen = serving(blog)
+    assert "is live" in result.stdout
+    assert len({(release, serial) for release, serial, _ in seen}) == 1 and all(b == b"<p>the next site</p>" for *_, b in seen)
+
+
+def test_an_interrupted_deploy_that_cannot_be_put_back_names_each_hosts_state(make_blog3, sandbox3):
+    """The deploy dies during verification (journals left, not verified); the next one must put
+    every host back first, but the second host's nginx is down: it says where each host stands
+    and what to do, never that nothing went live."""
+    blog = make_blog3("group-stuck", own_names=True)
+    blog.build()
+    blog.fab("deploy")
+    settings = blog.settings()
+    with open(blog.path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_HSTS_MAX_AGE = 600\n")  # a new vhost: putting it back reloads nginx
+    (blog.path / "output" / "index.html").write_text("<p>the next site</p>")
+
+    def die() -> None:
+        raise SystemExit("killed by the test")
+    with pytest.raises(SystemExit):
+        pipeline.deploy(blog.settings(), progress=FaultAt("verifying the site", die))
+    second = sandbox3.hosts[1]
+    second.stop_nginx()
+    result = blog.fab("deploy", check=False)
+    second.start_nginx()
+    assert result.returncode == 1
+    message = result.stderr[result.stderr.index("error: "):]
+    assert "an earlier deploy was interrupted, and what it left could not be put back everywhere" in message, message
+    assert f"{second.ssh_target}: putting it back failed: " in message and "what it serves is unknown" in message, message
+    for host in (sandbox3.hosts[0], sandbox3.hosts[2]):
+        assert f"{host.ssh_target}: put back: serves what it served before the interrupted deploy" in message, message
+    assert "then `fab deploy` again" in message and "`fab rollback`" in message, message
+    assert "Nothing went live" not in message, message
+    assert (second.local_path(settings.state_dir) / "commit.journal").exists()
+    again = blog.fab("deploy")
+    assert "is live" in again.stdout
+    seen = serving(blog)
+    assert len({(release, serial) for release, serial, _ in seen}) == 1 and all(b == b"<p>the next site</p>" for *_, b in seen)
+    for host in sandbox3.hosts:
+        assert "max-age=600" in host.local_path(settings.vhost_file).read_text()
