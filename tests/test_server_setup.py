@@ -329,6 +329,40 @@ def test_removal_keeps_a_deploy_users_folder_that_was_there_before(server):
     assert "nothing of blog.example.com.conf was left to remove" in again.stdout
 
 
+def test_removal_after_an_older_setup_without_markers_removes_what_deploys_and_setup_added(server):
+    """A server set up before the markers existed: every folder is cleared of what deploys and the
+    set-up put there, and goes once empty; the parents it made then (unmarked) stay, named nowhere."""
+    assert server.run(server.setup_script()).returncode == 0
+    for marker in server.root.rglob(".pelican-https-site"):
+        marker.unlink()
+    deployed(server)
+    s = server.settings
+    result = server.run(server.remove_script())
+    assert result.returncode == 0, result.stderr
+    assert "left as it is" not in result.stdout
+    for gone in (s.challenge_dir, s.challenge_root, s.vhost_file.parent, s.state_dir, s.remote_root):
+        assert not os.path.lexists(gone) and f"removed {gone}\n" in result.stdout, gone
+    assert (server.root / "srv" / "www" / "other.example.org").is_dir()
+
+
+def test_removal_never_follows_a_link_the_deploy_user_put_among_its_folders(server):
+    """The deploy user owns the site folder: a link it makes there (to a folder of root's) is not
+    followed; what the link points to stays, and the link is named."""
+    assert server.run(server.setup_script()).returncode == 0
+    for marker in server.root.rglob(".pelican-https-site"):
+        marker.unlink()  # as after an older set-up: the folders are cleared entry by entry
+    victim = server.root / "etc" / "precious"
+    (victim / ".well-known" / "acme-challenge").mkdir(parents=True)
+    (victim / ".well-known" / "acme-challenge" / "keep").write_text("root's\n")
+    well_known = Path(server.settings.challenge_dir).parent
+    shutil.rmtree(well_known)
+    well_known.symlink_to(victim / ".well-known")
+    result = server.run(server.remove_script())
+    assert result.returncode == 0, result.stderr
+    assert (victim / ".well-known" / "acme-challenge" / "keep").read_text() == "root's\n"
+    assert f"left as it is: {well_known} (a link, not a folder the set-up makes)" in result.stdout
+
+
 def test_removal_leaves_files_it_did_not_make_and_names_them(server):
     assert server.run(server.setup_script()).returncode == 0
     # the administrator replaced the link by a file of their own, and gave the site folder to root
