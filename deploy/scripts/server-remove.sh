@@ -159,7 +159,7 @@ remove_tree "$state_dir" "$vhost_dir"
 for top in "${site_dir%/*}" "${state_dir%/*}"; do
     while [ -n "$top" ] && [ ! -L "$top" ] && is_marked "$top" "$parent_mark" && [ "$(ls -A "$top")" = "$mark_file" ]; do
         rm -f -- "$top/$mark_file"
-        rmdir -- "$top"
+        rmdir -- "$top" || break
         gone "$top"
         top=${top%/*}
     done
