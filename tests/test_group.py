@@ -303,3 +303,58 @@ def test_an_interrupted_deploy_that_cannot_be_put_back_names_each_hosts_state(ma
     assert len({(release, serial) for release, serial, _ in seen}) == 1 and all(b == b"<p>the next site</p>" for *_, b in seen)
     for host in sandbox3.hosts:
         assert "max-age=600" in host.local_path(settings.vhost_file).read_text()
+
+
+def test_a_verification_failing_on_one_host_puts_every_host_back(make_blog3, sandbox3):
+    """After the commit, the third host's new release loses its index.html (the hook): only its
+    verification fails, and every host goes back, the two verified ones too."""
+    blog = make_blog3("group-verify", own_names=True)
+    blog.build()
+    blog.fab("deploy")
+    before = serving(blog)
+    settings = blog.settings()
+    (blog.path / "output" / "index.html").write_text("<p>must not stay live</p>")
+    third = sandbox3.hosts[2]
+    releases_before = [sorted(os.listdir(h.local_path(settings.releases_dir))) for h in sandbox3.hosts]
+    with pytest.raises(DeployError) as failed:
+        pipeline.deploy(settings, progress=FaultAt("verifying the site",
+                                                   lambda: (third.local_path(settings.current_link) / "index.html").unlink()))
+    message = str(failed.value)
+    assert message.startswith(f"the site at {third.address} does not answer as deployed: "), message
+    assert "put back: every host serves what it served before" in message, message
+    assert serving(blog) == before
+    assert [sorted(os.listdir(h.local_path(settings.releases_dir))) for h in sandbox3.hosts] == releases_before
+    for host in sandbox3.hosts:
+        assert not (host.local_path(settings.state_dir) / "commit.journal").exists(), host.ssh_target
+
+
+def test_a_lock_held_on_a_host_that_is_not_first_waits_then_fails_naming_it(make_blog3, sandbox3):
+    from deploy.connection import connect_all
+    from deploy.lock import HostLock
+    blog = make_blog3("group-lock", own_names=True)
+    blog.build()
+    blog.fab("deploy")
+    before = serving(blog)
+    with open(blog.path / "sandboxconf.py", "a") as f:
+        f.write("\nDEPLOY_LOCK_TIMEOUT = 1\n")
+    settings = blog.settings()
+    (blog.path / "output" / "index.html").write_text("<p>must not go live</p>")
+    second = sandbox3.hosts[1]
+    releases_before = [sorted(os.listdir(h.local_path(settings.releases_dir))) for h in sandbox3.hosts]
+    servers = connect_all(settings)
+    try:
+        holder = HostLock(list(servers)[1], settings)  # another deploy holds the second host's lock only
+        holder.acquire(lambda host, who: None)
+        result = blog.fab("deploy", check=False)
+        holder.release()
+    finally:
+        servers.close()
+    assert result.returncode == 1
+    message = result.stderr[result.stderr.index("error: "):]
+    assert f"[{second.ssh_target}] waiting up to 1 s for the deploy lock held by host=" in result.stderr, result.stderr
+    assert f"another deploy holds the lock on {second.ssh_target} (" in message, message
+    assert f"pid={os.getpid()} " in message and "Nothing was changed" in message, message
+    assert serving(blog) == before
+    assert [sorted(os.listdir(h.local_path(settings.releases_dir))) for h in sandbox3.hosts] == releases_before
+    # The first host's lock, taken before the wait, was freed: the same deploy now goes through.
+    assert "is live" in blog.fab("deploy").stdout
