@@ -46,6 +46,8 @@ class Progress:
 
     def __init__(self, sent: Callable[[str, int], None] | None = None):
         self.stage, self.committing, self.sent = "connecting", False, sent
+        self.hosts: dict[str, str | None] = {}  # a rollback: each host's live release before it
+        self.target = ""  # a rollback: the release every host switches to
 
     def enter(self, stage: str) -> None:
         self.stage = stage
@@ -278,13 +280,14 @@ def _what(change: Change) -> str:
     return ", ".join(p for p in parts if p) or "nothing"
 
 
-def rollback(settings: DeploySettings, to: str | None = None) -> tuple[str, str | None]:
+def rollback(settings: DeploySettings, to: str | None = None, progress: Progress | None = None) -> tuple[str, str | None]:
     """`fab rollback`: under the lock, every host to the same earlier release, or none."""
+    progress = progress or Progress()
     servers = connect_all(settings)
     try:
-        with hold(servers, settings, Progress()):
-            read_states(servers, settings, Progress())
-            return releases.rollback(servers, settings, to)
+        with hold(servers, settings, progress):
+            states = read_states(servers, settings, progress)
+            return releases.rollback(servers, settings, to, progress, {s: st.vhost_text for s, st in states.items()})
     finally:
         servers.close()
 

@@ -43,6 +43,7 @@ class ReleaseInfo(NamedTuple):
     time: dt.datetime
     size: int  # bytes
     live: bool
+    error_page: bool = False  # it has a 404.html (the vhost names it only for such a release)
 
 
 class CommitFailed(DeployError):
@@ -154,11 +155,13 @@ def list_releases(server: Server, settings: DeploySettings) -> list[ReleaseInfo]
     """The complete releases on one host, oldest first."""
     out = server.script("releases", str(settings.remote_root), what="listing the releases").decode()
     current = next((line.split()[1] for line in out.splitlines() if line.startswith("current ")), None)
+    error_pages = {line.split()[1] for line in out.splitlines() if line.startswith("error-page ") and len(line.split()) == 2}
     found = []
     for line in out.splitlines():
         words = line.split()
         if len(words) == 2 and mf.RELEASE_ID.fullmatch(words[0]) and words[1].isdigit():
-            found.append(ReleaseInfo(words[0], mf.release_time(words[0]), int(words[1]) * 1024, words[0] == current))
+            found.append(ReleaseInfo(words[0], mf.release_time(words[0]), int(words[1]) * 1024, words[0] == current,
+                                     words[0] in error_pages))
     return sorted(found)
 
 
@@ -181,15 +184,40 @@ def rollback_target(per_host: dict[Server, list[ReleaseInfo]], to: str | None) -
     return to
 
 
-def rollback(servers: Servers, settings: DeploySettings, to: str | None) -> tuple[str, str | None]:
-    """Switch every host to the same earlier release, or none; reloads nothing."""
+def rollback(servers: Servers, settings: DeploySettings, to: str | None, progress=None,
+             vhosts: dict[Server, str] | None = None) -> tuple[str, str | None]:
+    """Switch every host to the same earlier release, or none; reloads nothing. ``progress``
+    (pipeline.Progress) learns the stage, each host's live release and the target, for Ctrl-C;
+    ``vhosts``: each host's live vhost, to warn when its 404 page does not fit the target."""
+    enter = progress.enter if progress is not None else (lambda stage: None)
+    enter("listing the releases")
     per_host = servers.each_or_raise(list_releases, settings, stage="listing the releases")
     target = rollback_target(per_host, to)
     before = next((r.id for r in next(iter(per_host.values())) if r.live), None)
+    if progress is not None:
+        progress.hosts = {str(s): next((r.id for r in found if r.live), None) for s, found in per_host.items()}
+        progress.target = target
+    for server, text in (vhosts or {}).items():
+        _warn_error_page(server, target, next(r for r in per_host[server] if r.id == target).error_page, text)
+    enter("switching current")
+    if progress is not None:
+        progress.committing = True
     commit(servers, settings, {s: Change(release_id=target) for s in servers})
     live = f"Release {target} is live on every host"
+    enter("recording the switch")
     # Every host switched: recorded as done, so that a finish cut short never undoes it on one host only.
     mark_verified(servers, settings, live)
+    enter("finishing")
     finish(servers, settings, prune=False, live=live)
     return target, before
 
+
+def _warn_error_page(server: Server, target: str, has_page: bool, vhost_text: str) -> None:
+    """A rollback switches only `current`: the vhost keeps the live release's 404 setting."""
+    names_page = "error_page 404 /404.html;" in vhost_text
+    if names_page and not has_page:
+        log.warning("[%s] release %s has no 404.html, but the vhost still sends 404s to /404.html: visitors get "
+                    "nginx's plain 404 page until the next `fab deploy`", server, target)
+    elif has_page and not names_page:
+        log.warning("[%s] release %s has a 404.html that the vhost does not use (nginx's plain 404 page is served) "
+                    "until the next `fab deploy`", server, target)

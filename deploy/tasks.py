@@ -107,8 +107,33 @@ def renew(c, settings=DEFAULT_SETTINGS, force=False):
 @_cli_errors
 def rollback(c, settings=DEFAULT_SETTINGS, to=None):
     """Switch the live site back to the previous release (or --to ID), atomically; reloads nothing."""
-    new, old = pipeline.rollback(load_settings(settings), to)
+    new, old = _rollback(settings, to)
     print(f"release {new} is live (was {old or 'none'})")
+
+
+def _rollback(settings_file: str, to: str | None, progress: pipeline.Progress | None = None) -> tuple[str, str | None]:
+    """The rollback; Ctrl-C says where each host's `current` stands."""
+    progress = progress or pipeline.Progress()
+    try:
+        return pipeline.rollback(load_settings(settings_file), to, progress)
+    except KeyboardInterrupt:
+        raise Exit(f"interrupted while {progress.stage}. {_rollback_state(progress)}", code=130) from None
+
+
+def _rollback_state(progress: pipeline.Progress) -> str:
+    """Where each host's `current` stands after Ctrl-C, from the rollback's stage."""
+    was = ", ".join(f"{host}: {rid or 'none'}" for host, rid in progress.hosts.items())
+    if progress.stage == "finishing":
+        return f"`current` is {progress.target} on every host, recorded: the next deploy keeps it."
+    if progress.stage == "recording the switch":
+        return (f"`current` is {progress.target} on every host. If a host recorded the switch, the next deploy keeps "
+                f"it; otherwise it puts back what each host had ({was}).")
+    if progress.committing:
+        return (f"The switch had started: on each host `current` is either what it was ({was}) or {progress.target}; "
+                "the next `fab deploy` or `fab rollback` first puts every host back to what it was.")
+    if was:
+        return f"Nothing was changed: `current` is still what it was ({was})."
+    return "Nothing was changed: each host's `current` is what it was (`fab releases` lists it)."
 
 
 @task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})

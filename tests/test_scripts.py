@@ -749,6 +749,10 @@ def test_releases_lists_complete_releases_and_the_live_one(tmp_path):
     lines = run("releases", root).stdout.decode().splitlines()
     assert [line.split()[0] for line in lines] == ["R1", "current"]
     assert lines[1] == "current R1" and int(lines[0].split()[1]) >= 4
+    # A release with a 404.html is named as such (a rollback warns when the vhost's 404 setting does not fit).
+    make_release(root / "releases", "R2", {"404.html": b"<p>not here</p>"})
+    lines = run("releases", root).stdout.decode().splitlines()
+    assert lines[-3:] == [lines[-3], "error-page R2", "current R1"] and lines[-3].startswith("R2 ")
 
 
 def test_the_scripts_are_shellcheck_clean():
