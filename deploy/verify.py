@@ -1,8 +1,9 @@
 """The verify stage: look at the site from outside, the way a visitor does.
 
 http answers 301 to the https URL; https answers 200 with the expected certificate (verified
-against the system trust store, or DEPLOY_VERIFY_CA) and HSTS. nginx reloads asynchronously,
-so the checks poll for a few seconds before failing.
+against the system trust store, or DEPLOY_VERIFY_CA) and HSTS; every other name of the
+certificate answers https with the same certificate and a 301 to the canonical URL. nginx
+reloads asynchronously, so the checks poll for a few seconds before failing.
 """
 
 from __future__ import annotations
@@ -101,15 +102,37 @@ def verify_site(settings: DeploySettings, expected_serial: int | None, address: 
                     # A run of answers, not one: a reload by someone else (or one the nginx stage
                     # did not wait out) would show as an old answer among new ones.
                     good += 1
-                    if good == STABLE_ANSWERS:
+                    if good < STABLE_ANSWERS:
+                        continue
+                    problem = _alias_problem(settings, expected_serial, address)
+                    if not problem:
                         return answer
-                    continue
         except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
             problem = f"{exc.__class__.__name__}: {exc}"
         good = 0
         if time.monotonic() > deadline:
             raise VerificationFailed(f"the site at {address} does not answer as deployed: {problem}")
         time.sleep(0.1)
+
+
+def _alias_problem(settings: DeploySettings, expected_serial: int | None, address: str) -> str:
+    """Empty when every other name of the certificate answers https with it and a 301 to the
+    canonical URL; else what one answered."""
+    want = settings.https_origin + "/"
+    for alias in settings.domains:
+        if alias == settings.canonical_domain:
+            continue
+        origin = f"https://{alias}" + ("" if settings.https_port == 443 else f":{settings.https_port}")
+        try:
+            answer = fetch_https(settings, alias, address)
+        except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+            return f"{origin}/: {exc.__class__.__name__}: {exc}"
+        location = answer.headers.get("location")
+        if answer.status != 301 or location != want:
+            return f"{origin}/ answered {answer.status} {location or ''} instead of 301 to {want}"
+        if expected_serial is not None and answer.certificate.serial_number != expected_serial:
+            return f"{origin}/ still serves certificate serial {answer.certificate.serial_number:x}, not {expected_serial:x}"
+    return ""
 
 
 def _host_header(domain: str, port: int, default: int) -> str:

@@ -27,6 +27,7 @@ from cryptography import x509
 
 from deploy import pipeline
 from deploy.connection import connect_all
+from deploy.errors import VerificationFailed
 from deploy.lock import hold
 from deploy.verify import fetch_http, fetch_https
 
@@ -116,6 +117,19 @@ def leftovers(settings) -> list[str]:
     return found
 
 
+class Hook(pipeline.Progress):
+    """A fault hook for an in-process deploy: ``fault()`` runs as the deploy enters ``stage``."""
+
+    def __init__(self, stage: str, fault):
+        super().__init__()
+        self.at, self.fault = stage, fault
+
+    def enter(self, stage: str) -> None:
+        super().enter(stage)
+        if stage == self.at:
+            self.fault()
+
+
 # --- 1. a new name whose DNS points elsewhere --------------------------------------------
 
 def test_a_new_name_whose_dns_points_elsewhere_fails_before_anything_goes_live(make_blog, sandbox):
@@ -168,6 +182,29 @@ def test_a_failed_verification_puts_the_previous_release_back_and_prunes_nothing
     rolled = blog.fab("rollback")
     assert f"release {older} is live" in rolled.stdout
     assert os.readlink(settings.current_link) == f"releases/{older}"
+
+
+def test_a_verification_checks_every_name_of_the_certificate(make_blog, sandbox):
+    """After the commit, someone's reload makes the alias answer 302 instead of the redirect the
+    vhost says (the hook): the canonical name is fine, the alias is not, and it is put back."""
+    blog, settings = deployed(make_blog, "fault-alias")
+    before = live(settings)
+    new_post(blog, "never live")
+    configure(blog, DEPLOY_HSTS_MAX_AGE=600)  # a new vhost: the commit reloads nginx
+    reload = [c for c in sandbox.nginx_command if c not in ("sudo", "-n")] + ["-s", "reload"]
+    vhost = Path(settings.vhost_file)
+
+    def break_alias() -> None:
+        head, tail = vhost.read_text().rsplit("return 301 ", 1)  # the last server: the https aliases
+        vhost.write_text(head + "return 302 " + tail)
+        subprocess.run(reload, check=True)
+    with pytest.raises(VerificationFailed) as failed:
+        pipeline.deploy(blog.settings(), progress=Hook("verifying the site", break_alias))
+    message = str(failed.value)
+    alias = settings.domains[1]
+    assert f"https://{alias}:{settings.https_port}/ answered 302 {settings.https_origin}/ instead of 301" in message, message
+    assert "every host serves what it served before" in message
+    assert settled(settings) == before
 
 
 # --- 3. a damaged certificate file and a failed order -----------------------------------
