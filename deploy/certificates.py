@@ -143,6 +143,7 @@ def obtain(servers: Servers, states: dict[Server, HostState], settings: DeploySe
         _put_tokens(servers, settings, [(token, validation) for *_, token, validation in pending])
         for authz, _, _, token, validation in pending:
             diagnose.check_domain(settings, authz.body.identifier.value, addresses, token, validation)
+            _check_every_host(servers, settings, token, validation, [authz.body.identifier.value])
 
         # 4. Answer, poll, finalize, download.
         for _, challb, response, _, _ in pending:
@@ -166,13 +167,15 @@ def obtain(servers: Servers, states: dict[Server, HostState], settings: DeploySe
     return Issued(cert_id, chain, key_pem, cert)
 
 
-def _check_every_host(servers: Servers, settings: DeploySettings, token: str, expected: str) -> None:
+def _check_every_host(servers: Servers, settings: DeploySettings, token: str, expected: str,
+                      domains: list[str] | None = None) -> None:
     """The CA may reach any host of the group (DNS round-robin, a load balancer): every host must
-    answer the token for every domain at its own address, not only those DNS names today."""
+    answer the token for each domain (all by default) at its own address, not only those DNS names
+    today."""
     if len(servers) < 2:
         return
     addresses = sorted({server.address for server in servers})
-    for domain in settings.domains:
+    for domain in domains or settings.domains:
         probes = [diagnose.fetch(domain, address, settings.http_port, token, expected) for address in addresses]
         problem = diagnose.verdict(domain, addresses, probes, set(addresses), settings.http_port)
         if problem:
