@@ -70,10 +70,10 @@ def commit(servers: Servers, settings: DeploySettings, changes: dict[Server, Cha
                      f"putting it back failed too: {undone[server]}. {UNKNOWN}"))
     failed = ", ".join(map(str, result.failed))
     if len(back) == len(servers):
-        headline = f"committing failed on {failed}, so no host switches: every host serves what it served before."
+        headline = f"the commit failed on {failed}, so no host switches: every host serves what it served before."
     else:
         unknown = ", ".join(str(s) for s in servers if s not in back)
-        headline = (f"committing failed on {failed}, so no host switches, but putting it back failed on {unknown}: "
+        headline = (f"the commit failed on {failed}, so no host switches, but putting it back failed on {unknown}: "
                     "what it serves is unknown" + ("; the others serve what they served before." if back else "."))
     raise CommitFailed(f"{headline}\n" + "\n".join(lines) + ("" if len(back) == len(servers) else "\n" + RETRY), back)
 

@@ -74,6 +74,11 @@ def _run(settings_file: str, **kwargs) -> pipeline.DeployResult:
             meter.close()
 
 
+# Reading the state also settles what an earlier interrupted deploy left: Ctrl-C may cut that short.
+_EARLIER = {"reading the servers' state": " If an earlier interrupted deploy was being put back or finished, the "
+                                          "next deploy does that again first."}
+
+
 def _interrupted_state(progress: pipeline.Progress) -> str:
     """Where the live site stands after Ctrl-C, from the stage the deploy was in."""
     if progress.stage == "finishing":
@@ -85,7 +90,7 @@ def _interrupted_state(progress: pipeline.Progress) -> str:
     if progress.committing:
         return ("The commit had started: the live site may be half switched on some host; the next deploy "
                 "(or `fab rollback`) puts it back first.")
-    return "Nothing went live: the site serves what it served before."
+    return "Nothing went live: the site serves what it served before." + _EARLIER.get(progress.stage, "")
 
 
 @task(help={"settings": f"Pelican settings file with the DEPLOY_ settings (default {DEFAULT_SETTINGS})"})
@@ -133,7 +138,7 @@ def _rollback_state(progress: pipeline.Progress) -> str:
                 "the next `fab deploy` or `fab rollback` first puts every host back to what it was.")
     if was:
         return f"Nothing was changed: `current` is still what it was ({was})."
-    return "Nothing was changed: each host's `current` is what it was (`fab releases` lists it)."
+    return "Nothing was changed: each host's `current` is what it was (`fab releases` lists it)." + _EARLIER.get(progress.stage, "")
 
 
 @task(help={"settings": f"Pelican settings file (default {DEFAULT_SETTINGS})"})

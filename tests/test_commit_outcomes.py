@@ -71,7 +71,7 @@ def test_a_commit_put_back_everywhere_says_so(settings):
     with pytest.raises(releases.CommitFailed) as failed:
         releases.commit(group(web1, web2), settings, {s: releases.Change(release_id="R2") for s in (web1, web2)})
     message = str(failed.value)
-    assert message.startswith("committing failed on web2, so no host switches: every host serves what it served before.")
+    assert message.startswith("the commit failed on web2, so no host switches: every host serves what it served before.")
     assert "web2: failed: nginx -t passed on web2 but `nginx -s reload` failed" in message, message
     assert "State unknown" not in message
     assert failed.value.back == [web1, web2]
