@@ -88,6 +88,9 @@ MAX_HOSTS = 8
 HOST_OWN_FOLDERS = ("srv", "var", "nginx", "home")
 NET_LOCK = Path("/run/lock/pelican-https-sandbox-net.lock")  # two sandboxes never pick one subnet
 BROKEN_CONF = "00-pelican-https-sandbox-broken.conf"
+# The sandbox CA refuses to issue for this name (and its subdomains), as a real CA refuses a name
+# its policy forbids: tests of an order the CA rejects use it.
+CA_REFUSED_DOMAIN = "refused-by-the-ca.example.net"
 
 
 @dataclass(eq=False)
@@ -463,6 +466,7 @@ def _start_acme(sb: Sandbox, acme_port: int, mgmt_port: int, dns_port: int, cts_
         "listenAddress": f"127.0.0.1:{acme_port}", "managementListenAddress": f"127.0.0.1:{mgmt_port}",
         "certificate": str(d / "api-cert.pem"), "privateKey": str(d / "api-key.pem"),
         "httpPort": sb.http_port, "tlsPort": sb.https_port, "ocspResponderURL": "", "externalAccountBindingRequired": False,
+        "domainBlocklist": [CA_REFUSED_DOMAIN],
     }}
     if validity:
         config["pebble"]["certificateValidityPeriod"] = validity
