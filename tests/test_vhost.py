@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -384,7 +385,9 @@ def test_rendered_vhost_passes_real_nginx_t(name, tmp_path):
     (X25519MLKEM768) are covered by the golden files only."""
     assert shutil.which(NGINX), "nginx must be installed (apt-get install nginx)"
     values, build, kind = CASES[name]
-    values = values | {"DEPLOY_REMOTE_ROOT": str(tmp_path / "www"), "DEPLOY_STATE_DIR": str(tmp_path / "state")}
+    # nginx -t binds the ports it listens on: free unprivileged ones, so this runs without root.
+    values = values | {"DEPLOY_REMOTE_ROOT": str(tmp_path / "www"), "DEPLOY_STATE_DIR": str(tmp_path / "state"),
+                       "DEPLOY_HTTP_PORT": _free_port(), "DEPLOY_HTTPS_PORT": _free_port()}
     settings = make_settings(**values)
     certificate = tmp_path / "state" / "tls" / "certs" / CERT_ID
     certificate.mkdir(parents=True)
@@ -431,3 +434,9 @@ def _self_signed(cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET6) as probe:  # the vhost listens on [::] too
+        probe.bind(("::", 0))
+        return probe.getsockname()[1]
