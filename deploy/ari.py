@@ -22,6 +22,7 @@ from .renewal import DEFAULT_ARI_RETRY, RenewalInfo, ari_cert_id
 log = logging.getLogger("pelican_https.deploy")
 
 USER_AGENT = "pelican-https"
+TIMEOUT = 10  # seconds for the CA's renewal information; without it the deploy decides by dates
 
 
 def retry_after_time(value: str | None, now: dt.datetime, default: dt.timedelta) -> dt.datetime:
@@ -80,5 +81,5 @@ def _get(url: str, context: ssl.SSLContext):
     import urllib.request  # only when the CA offers ARI: ~20 ms of imports a `fab renew` otherwise skips
 
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
-    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+    with urllib.request.urlopen(request, context=context, timeout=TIMEOUT) as response:
         return response.headers, response.read(1 << 20).decode("utf-8", "replace")

@@ -35,6 +35,7 @@ Input = bytes | Callable[[Callable[[bytes], None]], None] | None  # bytes, or a 
 CONNECT_TIMEOUT = 15  # seconds
 KEEPALIVE = 15  # seconds between SSH keepalives: a vanished network is noticed
 CUT_INPUT_WAIT = 30  # seconds a script gets to end once its input was cut short
+ERROR_TEXT_LIMIT = 2000  # characters of a failed script's stderr put into the error message
 # A script given input always reads it to the end (the wrapper drains what the script left): the
 # session then never ends while we are still sending, and our EOF never meets a closed channel.
 _DRAIN = 'script=$1; shift; sh -c "$script" "$@"; status=$?; cat > /dev/null; exit "$status"'
@@ -73,7 +74,7 @@ class Server(Connection):
         status, out, err = self.script_status(name, *args, stdin=stdin)
         if status != 0:
             raise RemoteCommandFailed(f"{what or name} failed on {self} (exit {status}): "
-                                      f"{(err or out).decode('utf-8', 'replace').strip()[:2000]}", status)
+                                      f"{(err or out).decode('utf-8', 'replace').strip()[:ERROR_TEXT_LIMIT]}", status)
         return out
 
     def script_status(self, name: str, *args: str, stdin: Input = None) -> tuple[int, bytes, bytes]:

@@ -25,6 +25,7 @@ from .errors import LockError
 from .settings import DeploySettings
 
 TIMEOUT_EXIT = 75  # EX_TEMPFAIL, from lock.sh
+HOLDER_TEXT_LIMIT = 300  # characters of the holder line a waiting deploy shows
 
 
 def holder_info(now: float | None = None) -> str:
@@ -33,7 +34,7 @@ def holder_info(now: float | None = None) -> str:
     user = os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or str(os.getuid())
     run = f" run={os.environ['GITHUB_RUN_ID']}" if os.environ.get("GITHUB_RUN_ID") else ""
     text = f"host={os.uname().nodename} pid={os.getpid()} user={user} since={since}{run}"
-    return re.sub(r"[^\x21-\x7e ]", "?", text)[:300]
+    return re.sub(r"[^\x21-\x7e ]", "?", text)[:HOLDER_TEXT_LIMIT]
 
 
 class HostLock:

@@ -37,6 +37,7 @@ log = logging.getLogger("pelican_https.deploy")
 
 TAR_BUFFER = 256 * 1024  # bytes tarfile gathers before each write to the SSH channel
 READ_SIZE = 1024 * 1024
+ANSWER_TEXT_LIMIT = 300  # characters of an unexpected server answer shown in the error
 
 Progress = Callable[[str, int], None]  # (host, bytes sent so far)
 
@@ -119,7 +120,7 @@ def _send(server: Server, settings: DeploySettings, base: str | None, old: dict 
         problems = mf.check_release(local.entries, mf.parse_listing(out[len(b"DIFFERS\n"):]))
         log.info("[%s] release check: %s", server, "; ".join(problems[:5]) or "listing digest differs")
         return None, meter.total
-    raise UploadError(f"unexpected answer from {server} after the upload: {out[:300]!r}")
+    raise UploadError(f"unexpected answer from {server} after the upload: {out[:ANSWER_TEXT_LIMIT]!r}")
 
 
 def write_tar(output: Path, release_id: str, entries: list[mf.Entry], manifest_bytes: bytes,
