@@ -27,7 +27,7 @@ from cryptography import x509
 
 from deploy import pipeline
 from deploy.connection import connect_all
-from deploy.errors import VerificationFailed
+from deploy.errors import DeployError, VerificationFailed
 from deploy.lock import hold
 from deploy.verify import fetch_http, fetch_https
 
@@ -154,6 +154,46 @@ def test_a_new_name_whose_dns_points_elsewhere_fails_before_anything_goes_live(m
     assert "127.0.0.9" in message and new_name in message, message  # what failed, and why
     assert "challenge" in message.lower(), message  # the stage: the pre-check of the challenge path
     assert "nothing went live" in message.lower(), message  # the state of the live site
+
+
+def test_a_challenge_path_that_cannot_be_closed_is_named_and_closed_by_the_next_deploy(make_blog, sandbox, monkeypatch):
+    """The order fails (the new name's DNS points elsewhere) and, in that moment, another site
+    breaks `nginx -t` (the hook): the challenge path cannot be closed. The error says so, naming
+    the names and the host; the next deploy closes it."""
+    from deploy import diagnose
+    blog, settings = deployed(make_blog, "fault-close")
+    new_name = "new-fault-close.example.com"
+    other = fetch_http(settings, new_name)
+    configure(blog, DEPLOY_DOMAINS=[*settings.domains, new_name])
+    wider = blog.settings()
+    host = sandbox.hosts[0]
+    real_check = diagnose.check
+
+    def check(*args, **kwargs):
+        host.break_nginx()
+        return real_check(*args, **kwargs)
+    monkeypatch.setattr(diagnose, "check", check)
+    sandbox.set_dns(new_name, ["127.0.0.9"])
+    try:
+        with pytest.raises(DeployError) as failed:
+            pipeline.deploy(wider)
+    finally:
+        host.repair_nginx()
+        sandbox.clear_dns(new_name)
+    message = str(failed.value)
+    assert "127.0.0.9" in message, message  # the order's own error comes first
+    assert f"The challenge path for {new_name} is still open on {settings.host}:" in message, message
+    assert "; the next deploy removes it." in message, message
+    assert fetch_http(settings, new_name) == (404, None) != other  # nginx still runs the challenge vhost
+    assert Path(f"{settings.vhost_file}.before-order").exists()
+    configure(blog, DEPLOY_DOMAINS=list(settings.domains))
+    result = blog.fab("deploy")
+    assert "an earlier deploy was interrupted on" in result.stderr, result.stderr
+    deadline = time.monotonic() + 5  # that reload takes effect a moment later (nginx's hand-over)
+    while fetch_http(settings, new_name) != other and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fetch_http(settings, new_name) == other
+    assert leftovers(settings) == []
 
 
 # --- 2. a verification that fails -------------------------------------------------------

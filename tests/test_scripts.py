@@ -587,6 +587,20 @@ def test_challenge_vhost_apply_then_restore_puts_the_live_vhost_back(tmp_path, n
     assert vhost.read_bytes() == OLD_VHOST
 
 
+def test_challenge_vhost_restore_that_cannot_reload_keeps_the_order_pending(tmp_path, nginx):
+    """nginx still runs the challenge vhost: before-order stays, so the next deploy restores again."""
+    vhost = tmp_path / "vhost.conf"
+    vhost.write_bytes(OLD_VHOST)
+    assert run("challenge-vhost", "apply", vhost, *nginx("ok", vhost=vhost), stdin=CHALLENGE_VHOST).returncode == 0
+    result = run("challenge-vhost", "restore", vhost, *nginx("reloadfail", vhost=vhost))
+    assert result.returncode == 4
+    assert vhost.read_bytes() == OLD_VHOST
+    assert (tmp_path / "vhost.conf.before-order").read_bytes() == OLD_VHOST
+    assert run("challenge-vhost", "restore", vhost, *nginx("ok", vhost=vhost)).returncode == 0
+    assert not (tmp_path / "vhost.conf.before-order").exists() and not (tmp_path / "vhost.conf.restore").exists()
+    assert nginx.calls.endswith("nginx -s reload\n")
+
+
 def test_challenge_vhost_apply_failing_nginx_test_puts_the_live_vhost_back(tmp_path, nginx):
     vhost = tmp_path / "vhost.conf"
     vhost.write_bytes(OLD_VHOST)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Before an ACME order for names the live vhost does not serve yet: install the live vhost plus
 # port-80 challenge-only servers for those names (stdin), test, reload; `restore` puts the live
-# vhost back after the order, whatever its outcome. Never removes a TLS server.
+# vhost back after the order, whatever its outcome (vhost.conf.before-order stays until nginx
+# runs it again). Never removes a TLS server.
 # Usage: challenge-vhost.sh apply|restore VHOST_FILE NGINX_LOCK NGINX_WORD...   (NGINX_LOCK: see nginx-test.sh)
 # Exit 3: nginx -t failed (the live vhost is back); 6: the deploy user may not run nginx; 8: no lock.
 set -u
@@ -28,6 +29,9 @@ apply)
     ;;
 restore)
     [ -f "$vhost.before-order" ] || exit 0
-    mv -f -- "$vhost.before-order" "$vhost" && test_and_reload "$@"
+    # before-order goes only once nginx runs the live vhost again: until then the next deploy
+    # sees the order as pending and restores it again.
+    cp -p -- "$vhost.before-order" "$vhost.restore" && mv -f -- "$vhost.restore" "$vhost" &&
+        test_and_reload "$@" && rm -f -- "$vhost.before-order"
     ;;
 esac
