@@ -121,7 +121,9 @@ def report(status: Status, settings: DeploySettings) -> str:
         lines.append(f"last deploy: release {status.state.current} ({len(releases)} release(s) kept)")
     else:
         lines.append("last deploy: none (no live release)")
-    if status.state.journal or status.state.order_pending:
+    if status.state.journal_verified:
+        lines.append("a verified deploy was not finished: the next deploy finishes it (prunes), it does not undo it")
+    elif status.state.journal or status.state.order_pending:
         lines.append("an interrupted deploy left changes pending: the next deploy puts them back first")
     return "\n".join(lines)
 

@@ -68,3 +68,13 @@ def test_one_summary_line_per_host_first():
         ""]
     assert text.count(f"last deploy: release {RELEASE}") == 2  # the per-host blocks follow, as before
     assert "[web2.example.com:2222]\nCA directory:" in text
+
+
+def test_a_pending_journal_says_what_the_next_deploy_does_with_it():
+    """A commit cut short is put back by the next deploy; one marked verified is finished, never undone."""
+    cut = status.report(read("web1", state(journal="prev_current=a\n")), make_settings())
+    assert "an interrupted deploy left changes pending: the next deploy puts them back first" in cut
+    verified = status.report(read("web1", state(journal="prev_current=a\nverified=yes\n")), make_settings())
+    assert "a verified deploy was not finished: the next deploy finishes it (prunes), it does not undo it" in verified
+    assert "puts them back" not in verified
+    assert "pending" not in status.report(read("web1", state()), make_settings())
