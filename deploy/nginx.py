@@ -58,21 +58,22 @@ def test(server: Server, settings: DeploySettings, vhost: Vhost) -> tuple[str, .
 
 
 class Opened(list):
-    """The hosts ``open_challenge_path`` opened it on (a list of them), and for which names."""
+    """The hosts ``open_challenge_path`` opened it on (a list of them): for which names, with which
+    vhost (None: not known to have been applied)."""
 
-    def __init__(self, names: dict[Server, list[str]]):
+    def __init__(self, names: dict[Server, list[str]], vhosts: dict[Server, Vhost | None]):
         super().__init__(names)
-        self.names = names
+        self.names, self.vhosts = names, vhosts
 
 
 def open_challenge_path(servers: Servers, states: dict[Server, HostState], settings: DeploySettings) -> Opened:
     """On each host whose live vhost does not serve every domain yet: the live vhost plus port-80
     challenge servers for the missing names, reloaded and confirmed. Returns those hosts."""
-    def apply(server: Server) -> list[str]:
+    def apply(server: Server) -> tuple[list[str], Vhost | None]:
         state = states[server]
         missing = [d for d in settings.domains if d not in state.served]
         if not missing:
-            return []
+            return [], None
         vhost = render_challenge_vhost(settings, missing, state.vhost_text)
         try:
             server.script("challenge-vhost", "apply", str(settings.vhost_file), lock_path(settings), *settings.nginx,
@@ -81,13 +82,14 @@ def open_challenge_path(servers: Servers, states: dict[Server, HostState], setti
             raise error(exc, settings, server) from exc
         confirm(server, settings, vhost)
         log.info("[%s] challenge path open for %s (port 80 only, until the order ends)", server, ", ".join(missing))
-        return missing
+        return missing, vhost
     result = servers.each(apply)
     if result.failed:  # a host may have opened it and failed to confirm: close it everywhere (a no-op where closed)
         close_challenge_path(servers, settings, Opened({s: [d for d in settings.domains if d not in states[s].served]
-                                                         for s in servers}))
+                                                         for s in servers}, {}))
         raise group_error(result.failed, "opening the challenge path")
-    return Opened({s: names for s, names in result.succeeded.items() if names})
+    opened = {s: value for s, value in result.succeeded.items() if value[0]}
+    return Opened({s: names for s, (names, _) in opened.items()}, {s: vhost for s, (_, vhost) in opened.items()})
 
 
 def close_challenge_path(servers: Servers, settings: DeploySettings, opened: list[Server]) -> None:
@@ -96,9 +98,13 @@ def close_challenge_path(servers: Servers, settings: DeploySettings, opened: lis
     the order's ``finally``); the next deploy closes it first, or this deploy's commit replaces it."""
     if not opened:
         return
-    result = Servers.from_connections(list(opened)).each(
-        lambda s: s.script("challenge-vhost", "restore", str(settings.vhost_file), lock_path(settings), *settings.nginx,
-                           what="closing the challenge path"))
+    def restore(server: Server) -> None:
+        server.script("challenge-vhost", "restore", str(settings.vhost_file), lock_path(settings), *settings.nginx,
+                      what="closing the challenge path")
+        vhost = getattr(opened, "vhosts", {}).get(server)
+        if vhost is not None:
+            confirm_closed(server, settings, vhost)
+    result = Servers.from_connections(list(opened)).each(restore)
     if not result.failed:
         return
     names = getattr(opened, "names", {})
@@ -124,6 +130,20 @@ def confirm(server: Server, settings: DeploySettings, vhost: Vhost, timeout: flo
                 f"at {address}:{settings.http_port} did not answer 204 within {timeout:.0f} s. Check that nginx includes "
                 f"{settings.vhost_file} (`fab server-setup` links it), that no other site claims the same server_name on "
                 "the same port, and nginx's error log (e.g. an address of DEPLOY_LISTEN it cannot listen on).")
+        time.sleep(0.01)
+    time.sleep(NGINX_HANDOVER)
+
+
+def confirm_closed(server: Server, settings: DeploySettings, vhost: Vhost, timeout: float = CONFIRM_TIMEOUT) -> None:
+    """After the challenge vhost was replaced: poll until nginx no longer answers its probe (the
+    reload takes effect a moment later), then wait out the hand-over, so that no visitor of the new
+    names gets the challenge server once the deploy has said it is gone."""
+    address = probe_address(server, settings)
+    deadline = time.monotonic() + timeout
+    while _probe(address, settings, vhost):
+        if time.monotonic() > deadline:
+            raise NginxError(f"nginx on {server} reloaded without the challenge vhost, but still answered its probe "
+                             f"http://{vhost.probe_host}{vhost.probe_path} after {timeout:.0f} s: check nginx's error log")
         time.sleep(0.01)
     time.sleep(NGINX_HANDOVER)
 

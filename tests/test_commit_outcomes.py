@@ -105,7 +105,7 @@ def test_recording_the_verification_that_fails_says_what_the_next_deploy_does(se
 def test_a_challenge_path_that_cannot_be_closed_is_named_in_the_orders_error(settings, caplog):
     web1 = FakeServer("web1")
     web2 = FakeServer("web2", {("challenge-vhost", "restore"): DROPPED})
-    opened = nginx.Opened({web1: ["new.example.com"], web2: ["new.example.com", "www.new.example.com"]})
+    opened = nginx.Opened({web1: ["new.example.com"], web2: ["new.example.com", "www.new.example.com"]}, {})
     with caplog.at_level(logging.ERROR, logger="pelican_https.deploy"):
         with pytest.raises(CertificateError) as failed:
             try:
@@ -123,5 +123,5 @@ def test_a_challenge_path_that_cannot_be_closed_is_named_in_the_orders_error(set
 def test_a_challenge_path_that_cannot_be_closed_after_a_good_order_is_logged(settings, caplog):
     web1 = FakeServer("web1", {("challenge-vhost", "restore"): DROPPED})
     with caplog.at_level(logging.ERROR, logger="pelican_https.deploy"):
-        nginx.close_challenge_path(group(web1), settings, nginx.Opened({web1: ["new.example.com"]}))
+        nginx.close_challenge_path(group(web1), settings, nginx.Opened({web1: ["new.example.com"]}, {}))
     assert "[web1] closing the challenge path failed" in caplog.text
