@@ -26,6 +26,7 @@ import pytest
 from cryptography import x509
 
 from deploy import pipeline
+from fault_hooks import FaultAt, killed
 from deploy.connection import connect_all
 from deploy.errors import DeployError, VerificationFailed
 from deploy.lock import hold
@@ -115,19 +116,6 @@ def leftovers(settings) -> list[str]:
                                Path(f"{settings.vhost_file}.committed-prev"), Path(f"{settings.vhost_file}.next")]
               if p.exists()]
     return found
-
-
-class Hook(pipeline.Progress):
-    """A fault hook for an in-process deploy: ``fault()`` runs as the deploy enters ``stage``."""
-
-    def __init__(self, stage: str, fault):
-        super().__init__()
-        self.at, self.fault = stage, fault
-
-    def enter(self, stage: str) -> None:
-        super().enter(stage)
-        if stage == self.at:
-            self.fault()
 
 
 # --- 1. a new name whose DNS points elsewhere --------------------------------------------
@@ -239,7 +227,7 @@ def test_a_verification_checks_every_name_of_the_certificate(make_blog, sandbox)
         vhost.write_text(head + "return 302 " + tail)
         subprocess.run(reload, check=True)
     with pytest.raises(VerificationFailed) as failed:
-        pipeline.deploy(blog.settings(), progress=Hook("verifying the site", break_alias))
+        pipeline.deploy(blog.settings(), progress=FaultAt("verifying the site", break_alias))
     message = str(failed.value)
     alias = settings.domains[1]
     assert f"https://{alias}:{settings.https_port}/ answered 302 {settings.https_origin}/ instead of 301" in message, message
@@ -474,20 +462,6 @@ def test_a_deploy_killed_during_the_commit_leaves_all_old_or_all_new(make_blog, 
     assert leftovers(settings) == []
 
 
-class KilledAt(pipeline.Progress):
-    """A fault hook for an in-process deploy: the process "dies" (SystemExit, no clean-up of ours
-    runs) as the deploy enters ``stage``."""
-
-    def __init__(self, stage: str):
-        super().__init__()
-        self.at = stage
-
-    def enter(self, stage: str) -> None:
-        super().enter(stage)
-        if stage == self.at:
-            raise SystemExit("killed by the test")
-
-
 def test_a_deploy_killed_after_its_verification_keeps_the_verified_site(make_blog):
     """Killed once the site was verified and that was recorded, before `finish`: the journal
     stays. The next run (a `fab renew` that switches nothing) finishes it and keeps the verified
@@ -496,7 +470,7 @@ def test_a_deploy_killed_after_its_verification_keeps_the_verified_site(make_blo
     before = live(settings)
     index = new_post(blog, "verified, then killed")
     with pytest.raises(SystemExit):
-        pipeline.deploy(settings, progress=KilledAt("finishing"))
+        pipeline.deploy(settings, progress=FaultAt("finishing", killed))
     journal = Path(settings.state_dir) / "commit.journal"
     assert "verified=yes" in journal.read_text()
     verified = consistent(settings)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from deploy import pipeline
+from fault_hooks import FaultAt
 from deploy.errors import DeployError
 from deploy.verify import fetch_https
 
@@ -33,19 +34,6 @@ def serving(blog) -> list[tuple[str, int, bytes]]:
         answer = fetch_https(settings, settings.canonical_domain, address=host.address)
         seen.append((release, answer.certificate.serial_number, answer.body))
     return seen
-
-
-class FaultAt(pipeline.Progress):
-    """A fault hook for an in-process deploy: ``fault()`` runs as the deploy enters ``stage``."""
-
-    def __init__(self, stage: str, fault):
-        super().__init__()
-        self.at, self.fault = stage, fault
-
-    def enter(self, stage: str) -> None:
-        super().enter(stage)
-        if stage == self.at:
-            self.fault()
 
 
 def test_one_order_validated_through_a_host_that_is_not_first_then_all_hosts_serve_it(make_blog3, sandbox3):

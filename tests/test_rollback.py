@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from deploy import manifest as mf, pipeline, tasks
+from deploy import manifest as mf, tasks
+from fault_hooks import FaultAt, interrupted
 from deploy.connection import connect_all
 from deploy.lock import hold
 from deploy.releases import ReleaseInfo, list_releases
@@ -80,24 +81,11 @@ def test_ctrl_c_while_a_rollback_waits_for_the_lock_exits_130_and_says_nothing_c
     assert os.readlink(settings.current_link) == f"releases/{second}"
 
 
-class InterruptAt(pipeline.Progress):
-    """Ctrl-C (KeyboardInterrupt) as the rollback enters ``stage``."""
-
-    def __init__(self, stage: str):
-        super().__init__()
-        self.at = stage
-
-    def enter(self, stage: str) -> None:
-        super().enter(stage)
-        if stage == self.at:
-            raise KeyboardInterrupt
-
-
 def test_ctrl_c_after_the_switch_before_it_is_recorded_names_each_hosts_current(make_blog, monkeypatch):
     blog, settings, first, second = two_releases(make_blog, "rollback-ctrlc2")
     monkeypatch.setattr(tasks, "load_settings", lambda path: settings)
     with pytest.raises(Exit) as stopped:
-        tasks._rollback("sandboxconf.py", None, InterruptAt("recording the switch"))
+        tasks._rollback("sandboxconf.py", None, FaultAt("recording the switch", interrupted))
     message = stopped.value.message
     assert stopped.value.code == 130
     assert message.startswith("interrupted while recording the switch. ")
@@ -114,7 +102,7 @@ def test_ctrl_c_before_the_switch_says_nothing_changed_naming_current(make_blog,
     blog, settings, first, second = two_releases(make_blog, "rollback-ctrlc3")
     monkeypatch.setattr(tasks, "load_settings", lambda path: settings)
     with pytest.raises(Exit) as stopped:
-        tasks._rollback("sandboxconf.py", None, InterruptAt("switching current"))
+        tasks._rollback("sandboxconf.py", None, FaultAt("switching current", interrupted))
     assert stopped.value.code == 130
     assert f"Nothing was changed: `current` is still what it was ({settings.host}" in stopped.value.message
     assert f": {second})" in stopped.value.message, stopped.value.message
