@@ -92,22 +92,26 @@ def open_challenge_path(servers: Servers, states: dict[Server, HostState], setti
     return Opened({s: names for s, (names, _) in opened.items()}, {s: vhost for s, (_, vhost) in opened.items()})
 
 
-def close_challenge_path(servers: Servers, settings: DeploySettings, opened: list[Server]) -> None:
+def restore_live_vhost(server: Server, settings: DeploySettings, what: str = "closing the challenge path") -> None:
+    """Put back the vhost that was live before a challenge path was opened (a no-op where none is open)."""
+    server.script("challenge-vhost", "restore", str(settings.vhost_file), lock_path(settings), *settings.nginx, what=what)
+
+
+def close_challenge_path(servers: Servers, settings: DeploySettings, opened: Opened) -> None:
     """Put the live vhost back where ``open_challenge_path`` changed it (also after a failed order).
     A host where that fails is logged, and named in the error being raised, if any (this runs in
     the order's ``finally``); the next deploy closes it first, or this deploy's commit replaces it."""
     if not opened:
         return
     def restore(server: Server) -> None:
-        server.script("challenge-vhost", "restore", str(settings.vhost_file), lock_path(settings), *settings.nginx,
-                      what="closing the challenge path")
-        vhost = getattr(opened, "vhosts", {}).get(server)
+        restore_live_vhost(server, settings)
+        vhost = opened.vhosts.get(server)
         if vhost is not None:
             confirm_closed(server, settings, vhost)
     result = Servers.from_connections(list(opened)).each(restore)
     if not result.failed:
         return
-    names = getattr(opened, "names", {})
+    names = opened.names
     still = []
     for server, exc in result.failed.items():
         log.error("[%s] closing the challenge path failed: %s", server, exc)

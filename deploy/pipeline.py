@@ -105,8 +105,7 @@ def _resolve_interrupted(servers: Servers, states: dict, settings: DeploySetting
     log.warning("an earlier deploy was interrupted on %s: %s", ", ".join(map(str, pending)),
                 "its verified commit is kept and finished" if verified else "putting back what it left half done")
     closed = Servers.from_connections(pending).each(
-        lambda s: states[s].order_pending and s.script("challenge-vhost", "restore", str(settings.vhost_file),
-                                                       nginx.lock_path(settings), *settings.nginx, what="closing its challenge path"))
+        lambda s: states[s].order_pending and nginx.restore_live_vhost(s, settings, what="closing its challenge path"))
     done: dict = {}
     if journals:
         group = Servers.from_connections(journals)
