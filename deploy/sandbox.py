@@ -217,6 +217,15 @@ class SandboxHost:
                   self.local_path(sb.nginx_prefix / "logs" / "error.log"))
         self.pids["nginx"] = int(pid_file.read_text())
 
+    def nginx_workers(self) -> set[int]:
+        """The worker processes of this host's nginx master (a reload replaces them; the old
+        ones keep accepting connections, with the old configuration, until they exit)."""
+        pid = self.pids.get("nginx")
+        try:
+            return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+        except (OSError, ValueError):
+            return set()
+
     def break_nginx(self) -> None:
         """Make ``nginx -t`` fail on this host only (a bad file in its include folder). The running
         nginx keeps serving: nothing is reloaded."""
