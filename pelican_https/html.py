@@ -74,16 +74,14 @@ def parse_tag(text: str, start: int, until: int | None = None) -> Tag | None:
         until = None
     attributes: dict[str, tuple[int, int]] = {}
     for step in TAG_STEP.finditer(text, opened.end()):  # (contiguous: every step matches)
-        if step.start(1) >= 0:
+        group = step.lastindex  # 1: ">", 2: a name alone, 3-5: a name and its value
+        if group == 1:
             return Tag(name, attributes, step.end())
-        for group in (3, 4, 5):
-            value_start = step.start(group)
-            if value_start >= 0:
-                value_end = step.end(group)
-                attributes.setdefault(step.group(2).lower(), (value_start, value_end))
-                if until is not None and value_start <= until < value_end:
-                    return Tag(name, attributes, None)
-                break
+        if group > 2:
+            value_start, value_end = step.span(group)
+            attributes.setdefault(step.group(2).lower(), (value_start, value_end))
+            if until is not None and value_start <= until < value_end:
+                return Tag(name, attributes, None)
     return Tag(name, attributes, None)  # the text ends
 
 
