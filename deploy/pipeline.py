@@ -134,6 +134,12 @@ def _deploy_locked(servers: Servers, states: dict, settings: DeploySettings, loc
     release_id = ""
     if local is not None:
         release_id = _upload(servers, states, settings, local, progress)
+    else:  # renew: the certificate is verified on the live site, so there must be one
+        bare = [str(s) for s, st in states.items() if st.current is None]
+        if bare:
+            raise DeployError(f"no release is live on {', '.join(bare)}: `fab renew` renews the certificate of a "
+                              "deployed site; run `fab deploy` first (it obtains the certificate too). "
+                              "Nothing was changed.")
     try:
         progress.enter("preparing the certificate")
         cert, decision = _certificate(servers, states, settings, force, clock())

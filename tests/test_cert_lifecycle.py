@@ -99,6 +99,17 @@ def _clock_at(when: dt.datetime):
     return lambda: dt.datetime.now(UTC) + offset
 
 
+def test_renew_before_any_deploy_says_to_deploy_first_and_orders_nothing(tmp_path_factory, sandbox):
+    blog = _blog(tmp_path_factory, sandbox, "renew-first", ["renew-first.example.com"])
+    result = blog.fab("renew", check=False)
+    assert result.returncode == 1
+    assert "no release is live on" in result.stderr and "run `fab deploy` first" in result.stderr
+    assert "Nothing was changed." in result.stderr
+    tls = Path(blog.settings().tls_dir)
+    assert not tls.exists() or not any(tls.rglob("*.pem"))  # no account, no order, no key made
+    assert "certificate issue" in blog.fab("deploy").stdout  # and the deploy it names works
+
+
 def test_a_ca_requiring_external_account_binding_says_what_to_set(tmp_path_factory, short_lived):
     blog = _blog(tmp_path_factory, short_lived, "no-eab", ["no-eab.example.com"])  # no EAB settings
     result = blog.fab("deploy", check=False)
