@@ -45,8 +45,6 @@ def register() -> None:
     signals.initialized.connect(plugin.on_initialized)
     # A new state as each run starts (pelican --autoreload runs again).
     signals.get_generators.connect(plugin.on_run_start)
-    # Pelican's writer, also handing on the text of each page and feed.
-    signals.get_writer.connect(plugin.provide_writer)
     # Every content object, for the content pass and to name each copied
     # static file's source in the report.
     signals.content_object_init.connect(plugin.on_content_object_init)

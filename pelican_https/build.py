@@ -3,12 +3,9 @@ output files (the file I/O), and what the report needs to name sources."""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
-
-from pelican.writers import Writer
 
 from . import settings as https_settings
 from .github import line_of
@@ -38,7 +35,6 @@ class Build:
         self.handled: set[str] = set()                 # output files rewritten (absolute)
         # (path, syntax, content) of the pages and feeds Pelican wrote, not yet rewritten
         self.written: list[tuple[str, str | None, object]] = []
-        self.texts: dict[str, str] = {}  # path -> text, as TextKeepingWriter wrote it
 
     def source_name(self, source_path: str) -> str:
         """A source file as the report names it: relative to PATH."""
@@ -93,12 +89,10 @@ class Build:
         ``content``: the article or page it shows, if any)."""
         path = os.path.abspath(path)
         syntax = syntax or syntax_for(path)
-        text = self.texts.pop(path, None)
         if syntax is None:
             return
-        if text is None:  # (not written by TextKeepingWriter)
-            with open(path, "rb") as f:
-                text = f.read().decode(ENCODING, ERRORS)
+        with open(path, "rb") as f:
+            text = f.read().decode(ENCODING, ERRORS)
         # (output lines are shown in the JSON report only)
         result = rewrite(text, self.rules, syntax, lines=self.settings.report_path is not None)
         if result.upgraded:
@@ -162,38 +156,6 @@ def _relative(path: str, folder: str) -> str:
     prefix = os.path.join(folder, "")
     relative = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, folder)
     return relative.replace(os.sep, "/")
-
-
-class TextKeepingWriter(Writer):
-    """Pelican's writer, keeping the text of each page and feed it writes
-    for the rewrite (``keep(path, text)``), which then need not read the file
-    back: measured ~0.6 % of the 2,000-article build.  With another plugin's
-    writer, the files are read back instead."""
-
-    keep = None  # set by the plugin: where each text goes
-
-    def _open_w(self, filename, encoding, override=False):
-        file = super()._open_w(filename, encoding, override)
-        if self.keep is None or file.name == os.devnull:  # (a write Pelican skips)
-            return file
-        return _KeepingFile(file, filename, self.keep)
-
-
-class _KeepingFile(io.StringIO):
-    """Takes what Pelican writes, and on close writes it to the real file
-    and hands it on."""
-
-    def __init__(self, file, path: str, keep):
-        super().__init__()
-        self._file, self._path, self._keep = file, path, keep
-
-    def close(self) -> None:
-        if not self.closed:
-            text = self.getvalue()
-            with self._file:
-                self._file.write(text)
-            self._keep(self._path, text)
-        super().close()
 
 
 def _mentions(content, url: str, metadata_only: bool = False) -> bool:

@@ -13,7 +13,7 @@ import logging
 import os
 
 from . import github
-from .build import Build, TextKeepingWriter
+from .build import Build
 from .settings import SettingsError, load
 
 logger = logging.getLogger(__name__)
@@ -47,18 +47,6 @@ def on_run_start(pelican) -> None:
     while _builds and _builds[-1].pelican_id == id(pelican):
         _builds.pop()
     _builds.append(Build(pelican.settings, id(pelican)))
-
-
-def provide_writer(pelican):
-    return TextKeepingWriter
-
-
-def keep_text(path: str, text: str) -> None:
-    if _builds:
-        _builds[-1].texts[os.path.abspath(path)] = text
-
-
-TextKeepingWriter.keep = staticmethod(keep_text)
 
 
 def on_content_object_init(content) -> None:
