@@ -76,6 +76,12 @@ class Blog:
                         f"SITEURL = 'https://{site}.example.com:' + str(DEPLOY_HTTPS_PORT)\n")
         return blog
 
+    def configure(self, **values) -> None:
+        """Append settings to the copy's sandboxconf.py (read by every later pelican and fab run)."""
+        with open(self.path / "sandboxconf.py", "a") as f:
+            for name, value in values.items():
+                f.write(f"\n{name} = {value!r}\n")
+
     def build(self) -> None:
         self.run(sys.executable, "-m", "pelican", "content", "-s", "sandboxconf.py")
 

@@ -27,16 +27,10 @@ def served(settings) -> tuple:
             Path(settings.vhost_file).read_bytes(), sorted(p.name for p in Path(settings.releases_dir).iterdir()))
 
 
-def configure(blog, **values) -> None:
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        for name, value in values.items():
-            f.write(f"\n{name} = {value!r}\n")
-
-
 def test_a_name_the_ca_refuses_changes_nothing_visitors_get(make_blog, sandbox):
     blog = make_blog("ca-refuses")
     domains = ["ca-refuses.example.com", "www.ca-refuses.example.com"]
-    configure(blog, DEPLOY_DOMAINS=domains)
+    blog.configure(DEPLOY_DOMAINS=domains)
     blog.build()
     blog.fab("deploy")
     settings = blog.settings()
@@ -44,7 +38,7 @@ def test_a_name_the_ca_refuses_changes_nothing_visitors_get(make_blog, sandbox):
     other = fetch_http(settings, CA_REFUSED_DOMAIN)  # whatever nginx answers for that name today
 
     (blog.path / "output" / "a-new-post.html").write_text("<p>a new post</p>")
-    configure(blog, DEPLOY_DOMAINS=[CA_REFUSED_DOMAIN, *domains])  # first: the canonical name
+    blog.configure(DEPLOY_DOMAINS=[CA_REFUSED_DOMAIN, *domains])  # first: the canonical name
     result = blog.fab("deploy", check=False)
 
     assert result.returncode == 1, result.stdout + result.stderr

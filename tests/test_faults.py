@@ -57,18 +57,11 @@ def live(settings) -> Live:
                 Path(settings.vhost_file).read_bytes())
 
 
-def configure(blog, **values) -> None:
-    """Append settings to the blog copy's sandboxconf.py (read by every later pelican and fab run)."""
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        for name, value in values.items():
-            f.write(f"\n{name} = {value!r}\n")
-
-
 def deployed(make_blog, name: str, **values):
     """A copy of example_site with domains of its own (nginx refuses two vhosts claiming one name
     on one port), built and deployed once; returns (blog, settings as deployed)."""
     blog = make_blog(name)
-    configure(blog, DEPLOY_DOMAINS=[f"{name}.example.com", f"www.{name}.example.com"], **values)
+    blog.configure(DEPLOY_DOMAINS=[f"{name}.example.com", f"www.{name}.example.com"], **values)
     blog.build()
     blog.fab("deploy")
     return blog, blog.settings()
@@ -127,7 +120,7 @@ def test_a_new_name_whose_dns_points_elsewhere_fails_before_anything_goes_live(m
     other = fetch_http(settings, new_name)  # whatever nginx answers for that name today
     new_post(blog)
     # The new name comes first: if the new vhost went live, the whole site would 301 to it.
-    configure(blog, DEPLOY_DOMAINS=[new_name, *settings.domains])
+    blog.configure(DEPLOY_DOMAINS=[new_name, *settings.domains])
     sandbox.set_dns(new_name, ["127.0.0.9"])
     try:
         result = blog.fab("deploy", check=False)
@@ -152,7 +145,7 @@ def test_a_challenge_path_that_cannot_be_closed_is_named_and_closed_by_the_next_
     blog, settings = deployed(make_blog, "fault-close")
     new_name = "new-fault-close.example.com"
     other = fetch_http(settings, new_name)
-    configure(blog, DEPLOY_DOMAINS=[*settings.domains, new_name])
+    blog.configure(DEPLOY_DOMAINS=[*settings.domains, new_name])
     wider = blog.settings()
     host = sandbox.hosts[0]
     real_check = diagnose.check
@@ -174,7 +167,7 @@ def test_a_challenge_path_that_cannot_be_closed_is_named_and_closed_by_the_next_
     assert "; the next deploy removes it." in message, message
     assert fetch_http(settings, new_name) == (404, None) != other  # nginx still runs the challenge vhost
     assert Path(f"{settings.vhost_file}.before-order").exists()
-    configure(blog, DEPLOY_DOMAINS=list(settings.domains))
+    blog.configure(DEPLOY_DOMAINS=list(settings.domains))
     result = blog.fab("deploy")
     assert "an earlier deploy was interrupted on" in result.stderr, result.stderr
     deadline = time.monotonic() + 5  # that reload takes effect a moment later (nginx's hand-over)
@@ -197,7 +190,7 @@ def test_a_failed_verification_puts_the_previous_release_back_and_prunes_nothing
     other_ca = tmp_path / "other-ca.pem"
     other_ca.write_bytes(sandbox.acme_ca_bundle.read_bytes())
     new_post(blog, "third, never live")
-    configure(blog, DEPLOY_VERIFY_CA=str(other_ca), DEPLOY_KEEP_RELEASES=1)
+    blog.configure(DEPLOY_VERIFY_CA=str(other_ca), DEPLOY_KEEP_RELEASES=1)
     result = blog.fab("deploy", check=False)
     message = error_message(result)
     assert "committed on" in result.stderr  # it failed after the commit
@@ -218,7 +211,7 @@ def test_a_verification_checks_every_name_of_the_certificate(make_blog, sandbox)
     blog, settings = deployed(make_blog, "fault-alias")
     before = live(settings)
     new_post(blog, "never live")
-    configure(blog, DEPLOY_HSTS_MAX_AGE=600)  # a new vhost: the commit reloads nginx
+    blog.configure(DEPLOY_HSTS_MAX_AGE=600)  # a new vhost: the commit reloads nginx
     reload = [c for c in sandbox.nginx_command if c not in ("sudo", "-n")] + ["-s", "reload"]
     vhost = Path(settings.vhost_file)
 
@@ -339,7 +332,7 @@ def test_a_certificate_issued_by_a_deploy_that_failed_is_used_by_the_next_one(ma
     other_ca = tmp_path / "other-ca.pem"
     other_ca.write_bytes(sandbox.acme_ca_bundle.read_bytes())
     # A new name needs a new certificate; the verification then fails.
-    configure(blog, DEPLOY_DOMAINS=[*settings.domains, f"www2.{name}.example.com"], DEPLOY_VERIFY_CA=str(other_ca))
+    blog.configure(DEPLOY_DOMAINS=[*settings.domains, f"www2.{name}.example.com"], DEPLOY_VERIFY_CA=str(other_ca))
     first = blog.fab("deploy", check=False)
     assert "put back" in error_message(first)
     assert len(ORDER_LINE.findall(first.stderr)) == 1, first.stderr
@@ -349,7 +342,7 @@ def test_a_certificate_issued_by_a_deploy_that_failed_is_used_by_the_next_one(ma
     folders = cert_folders(settings)
     assert len(folders) == 2  # the live one, and the one paid for, staged
     # The next deploy (the CA fixed): no order, the staged certificate goes live.
-    configure(blog, DEPLOY_VERIFY_CA=str(settings.verify_ca))
+    blog.configure(DEPLOY_VERIFY_CA=str(settings.verify_ca))
     second = blog.fab("deploy")
     assert ORDER_LINE.search(second.stderr) is None, second.stderr
     assert "no new order" in second.stderr, second.stderr
@@ -366,7 +359,7 @@ def test_a_private_key_readable_by_others_is_refused_by_every_task_alike(make_bl
     key = tmp_path / "id_ed25519"
     shutil.copyfile(sandbox.ssh_key, key)
     key.chmod(0o644)
-    configure(blog, DEPLOY_SSH_KEY=str(key))
+    blog.configure(DEPLOY_SSH_KEY=str(key))
     new_post(blog)
     messages = {task: error_message(blog.fab(*task, check=False)) for task in (("deploy",), ("renew",), ("status",))}
     assert len(set(messages.values())) == 1, messages
@@ -423,7 +416,7 @@ def test_a_deploy_killed_during_the_commit_leaves_all_old_or_all_new(make_blog, 
     before = consistent(settings)
     index = new_post(blog, "the new site")
     # Release, certificate and vhost all change in this commit (a new name).
-    configure(blog, DEPLOY_DOMAINS=[*settings.domains, f"www2.{name}.example.com"])
+    blog.configure(DEPLOY_DOMAINS=[*settings.domains, f"www2.{name}.example.com"])
     journal = Path(settings.state_dir) / "commit.journal"
     fab = Path(sys.executable).with_name("fab")
     log = tmp_path / "killed.log"
@@ -486,7 +479,7 @@ def test_a_deploy_killed_after_its_verification_keeps_the_verified_site(make_blo
 def test_a_deploy_waits_for_the_lock_then_fails_naming_the_holder(make_blog, tmp_path):
     blog, settings = deployed(make_blog, "fault-lock")
     before = live(settings)
-    configure(blog, DEPLOY_LOCK_TIMEOUT=1)
+    blog.configure(DEPLOY_LOCK_TIMEOUT=1)
     new_post(blog)
     # Another deploy holds the lock: this process, as `fab deploy` holds it.
     servers = connect_all(settings)
@@ -512,7 +505,7 @@ def test_a_deploy_stopped_while_holding_the_lock_is_named_by_the_next_one(make_b
     """The holder is a real `fab deploy`, frozen (SIGSTOP) while it holds the lock."""
     blog, settings = deployed(make_blog, "fault-lock2")
     before = live(settings)
-    configure(blog, DEPLOY_LOCK_TIMEOUT=1)
+    blog.configure(DEPLOY_LOCK_TIMEOUT=1)
     index = new_post(blog, "shipped by the first deploy")
     holder_file = Path(f"{settings.lock_file}.holder")
     fab = Path(sys.executable).with_name("fab")
@@ -578,7 +571,7 @@ def test_a_vhost_under_test_does_not_go_live_when_nginx_is_reloaded_meanwhile(ma
     caught: list[int] = []
     for attempt in range(5):  # the moment lasts as long as `nginx -t`: try again if it was missed
         before = fetch_https(settings, domain).headers["strict-transport-security"]
-        configure(blog, DEPLOY_HSTS_MAX_AGE=31536000 + attempt)  # a vhost change every visitor sees
+        blog.configure(DEPLOY_HSTS_MAX_AGE=31536000 + attempt)  # a vhost change every visitor sees
         old_vhost = vhost.read_bytes()
         with open(tmp_path / f"deploy{attempt}.log", "wb") as err:
             proc = subprocess.Popen([str(fab), "deploy", "--settings", "sandboxconf.py"], cwd=blog.path, env=blog.env,

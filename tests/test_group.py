@@ -24,6 +24,14 @@ from deploy.errors import DeployError
 from deploy.verify import fetch_https
 
 
+def deployed(make_blog3, site: str):
+    """A copy of example_site with names of its own, built and deployed once to every host."""
+    blog = make_blog3(site, own_names=True)
+    blog.build()
+    blog.fab("deploy")
+    return blog
+
+
 def serving(blog) -> list[tuple[str, int, bytes]]:
     """(live release id, certificate serial, index page) of every host, fetched at its own address."""
     settings = blog.settings()
@@ -58,9 +66,7 @@ def test_one_order_validated_through_a_host_that_is_not_first_then_all_hosts_ser
 
 
 def test_a_host_unreachable_at_start_changes_nothing_anywhere(make_blog3, sandbox3):
-    blog = make_blog3("group-down", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-down")
     before = serving(blog)
     (blog.path / "output" / "index.html").write_text("<p>must not go live</p>")
     sandbox3.hosts[1].stop_sshd()
@@ -72,12 +78,9 @@ def test_a_host_unreachable_at_start_changes_nothing_anywhere(make_blog3, sandbo
 
 
 def test_nginx_t_failing_on_one_host_means_no_host_switches(make_blog3, sandbox3):
-    blog = make_blog3("group-nginx", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-nginx")
     before = serving(blog)
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_HSTS_MAX_AGE = 600\n")  # a new vhost, so nginx -t runs on every host
+    blog.configure(DEPLOY_HSTS_MAX_AGE=600)  # a new vhost, so nginx -t runs on every host
     (blog.path / "output" / "index.html").write_text("<p>must not go live</p>")
     sandbox3.hosts[2].break_nginx()
     result = blog.fab("deploy", check=False)
@@ -90,12 +93,9 @@ def test_nginx_t_failing_on_one_host_means_no_host_switches(make_blog3, sandbox3
 
 
 def test_a_commit_failing_on_one_host_switches_the_others_back(make_blog3, sandbox3):
-    blog = make_blog3("group-commit", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-commit")
     before = serving(blog)
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_HSTS_MAX_AGE = 600\n")
+    blog.configure(DEPLOY_HSTS_MAX_AGE=600)
     (blog.path / "output" / "index.html").write_text("<p>must not go live</p>")
     # nginx -t passes on the second host (its config is fine), but its reload fails: nginx is not running.
     sandbox3.hosts[1].stop_nginx()
@@ -141,12 +141,9 @@ def test_a_host_added_later_joins_without_a_new_order_and_rollback_moves_all(mak
 def test_a_deploy_killed_during_the_commit_is_brought_to_one_release_everywhere(make_blog3, sandbox3, tmp_path):
     """SIGKILL to `fab deploy` once the commit has started on the hosts: whatever each host was
     left with, the next deploy undoes or finishes it, and every host ends on the same release."""
-    blog = make_blog3("group-kill", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-kill")
     settings = blog.settings()
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_HSTS_MAX_AGE = 600\n")  # vhost and release both change: a reload on every host
+    blog.configure(DEPLOY_HSTS_MAX_AGE=600)  # vhost and release both change: a reload on every host
     (blog.path / "output" / "index.html").write_text("<p>the new site</p>")
     journals = [host.local_path(settings.state_dir) / "commit.journal" for host in sandbox3.hosts]
     fab = Path(sys.executable).with_name("fab")
@@ -178,9 +175,7 @@ def test_a_finish_failing_on_one_host_after_verification_never_undoes_the_verifi
     """The site was verified on every host, then `finish` fails on the second (its state folder is
     read-only in that moment): its journal, marked verified, stays. The next run, a `fab renew`
     that switches nothing, must keep the verified release there, not put the old one back."""
-    blog = make_blog3("group-finish", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-finish")
     settings = blog.settings()
     (blog.path / "output" / "index.html").write_text("<p>verified</p>")
     second = sandbox3.hosts[1]
@@ -233,9 +228,7 @@ def drop_ssh_sessions(host) -> None:
 
 
 def test_a_connection_dropping_during_the_commit_names_that_host_unknown_and_puts_the_others_back(make_blog3, sandbox3):
-    blog = make_blog3("group-drop", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-drop")
     before = serving(blog)
     settings = blog.settings()
     (blog.path / "output" / "index.html").write_text("<p>the next site</p>")
@@ -260,12 +253,9 @@ def test_an_interrupted_deploy_that_cannot_be_put_back_names_each_hosts_state(ma
     """The deploy dies during verification (journals left, not verified); the next one must put
     every host back first, but the second host's nginx is down: it says where each host stands
     and what to do, never that nothing went live."""
-    blog = make_blog3("group-stuck", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-stuck")
     settings = blog.settings()
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_HSTS_MAX_AGE = 600\n")  # a new vhost: putting it back reloads nginx
+    blog.configure(DEPLOY_HSTS_MAX_AGE=600)  # a new vhost: putting it back reloads nginx
     (blog.path / "output" / "index.html").write_text("<p>the next site</p>")
 
     def die() -> None:
@@ -296,9 +286,7 @@ def test_an_interrupted_deploy_that_cannot_be_put_back_names_each_hosts_state(ma
 def test_a_verification_failing_on_one_host_puts_every_host_back(make_blog3, sandbox3):
     """After the commit, the third host's new release loses its index.html (the hook): only its
     verification fails, and every host goes back, the two verified ones too."""
-    blog = make_blog3("group-verify", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-verify")
     before = serving(blog)
     settings = blog.settings()
     (blog.path / "output" / "index.html").write_text("<p>must not stay live</p>")
@@ -319,12 +307,9 @@ def test_a_verification_failing_on_one_host_puts_every_host_back(make_blog3, san
 def test_a_lock_held_on_a_host_that_is_not_first_waits_then_fails_naming_it(make_blog3, sandbox3):
     from deploy.connection import connect_all
     from deploy.lock import HostLock
-    blog = make_blog3("group-lock", own_names=True)
-    blog.build()
-    blog.fab("deploy")
+    blog = deployed(make_blog3, "group-lock")
     before = serving(blog)
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_LOCK_TIMEOUT = 1\n")
+    blog.configure(DEPLOY_LOCK_TIMEOUT=1)
     settings = blog.settings()
     (blog.path / "output" / "index.html").write_text("<p>must not go live</p>")
     second = sandbox3.hosts[1]

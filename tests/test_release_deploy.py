@@ -36,8 +36,7 @@ def deployed_with_short_lock_timeout(make_blog, name: str):
     blog = own_blog(make_blog, name)
     blog.build()
     blog.fab("deploy")
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_LOCK_TIMEOUT = 1\n")
+    blog.configure(DEPLOY_LOCK_TIMEOUT=1)
     return blog
 
 

@@ -58,8 +58,7 @@ def two_releases(make_blog, name: str, *, second_has_404: bool = False):
 
 def test_ctrl_c_while_a_rollback_waits_for_the_lock_exits_130_and_says_nothing_changed(make_blog, tmp_path):
     blog, settings, first, second = two_releases(make_blog, "rollback-ctrlc")
-    with open(blog.path / "sandboxconf.py", "a") as f:
-        f.write("\nDEPLOY_LOCK_TIMEOUT = 60\n")
+    blog.configure(DEPLOY_LOCK_TIMEOUT=60)
     log = tmp_path / "rollback.log"
     fab = Path(sys.executable).with_name("fab")
     servers = connect_all(settings)
