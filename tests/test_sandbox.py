@@ -254,7 +254,7 @@ def test_pebble_validates_http01_through_the_host_dns_names(sandbox3):
 
         retry(acme.answer_challenge, challb, response)
         try:
-            order = acme.poll_and_finalize(order, datetime.datetime.now() + datetime.timedelta(seconds=60))
+            order = retry(acme.poll_and_finalize, order, datetime.datetime.now() + datetime.timedelta(seconds=60))
         except errors.ValidationError as exc:
             raise AssertionError(f"Pebble did not validate through host 2: {exc.failed_authzrs}; "
                                  f"requests seen by each host: {[served(h) for h in sandbox3.hosts]}") from exc
