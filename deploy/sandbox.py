@@ -226,6 +226,24 @@ class SandboxHost:
         except (OSError, ValueError):
             return set()
 
+    def reload_nginx(self) -> None:
+        """``nginx -s reload`` as root, returning once nginx has applied it (see ``wait_for_reload``)."""
+        old_workers = self.nginx_workers()
+        self.run([NGINX, "-p", str(self.sandbox.nginx_prefix), "-c", "conf/nginx.conf", "-s", "reload"])
+        self.wait_for_reload(old_workers)
+
+    def wait_for_reload(self, old_workers: set[int], timeout: float = 30) -> None:
+        """Wait until ``old_workers`` (``nginx_workers()`` before a reload) have exited: ``-s reload``
+        only signals the master, and until they exit they answer some new connections with the old
+        configuration. A loaded machine took seconds."""
+        deadline = time.monotonic() + timeout
+        while old_workers & self.nginx_workers():
+            if time.monotonic() > deadline:
+                log = self.local_path(self.sandbox.nginx_prefix / "logs" / "error.log")
+                raise SandboxError(f"host {self.index}: nginx's old workers {sorted(old_workers)} still run "
+                                   f"{timeout:g} s after a reload; its log says:\n{log.read_text()[-3000:]}")
+            time.sleep(0.02)
+
     def break_nginx(self) -> None:
         """Make ``nginx -t`` fail on this host only (a bad file in its include folder). The running
         nginx keeps serving: nothing is reloaded."""

@@ -8,9 +8,7 @@ names, so DNS changes and extra server blocks touch no other test's site.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from deploy import certificates, diagnose, state as host_state
 from deploy.connection import connect_all
 from deploy.errors import ChallengeCheckFailed
-from deploy.sandbox import NGINX, _free_ports
+from deploy.sandbox import _free_ports
 from deploy.verify import fetch_https
 
 DOMAINS = ["diag.example.com", "www.diag.example.com"]
@@ -77,36 +75,6 @@ def _order_refused(settings, order_settings=None) -> str:
     return str(err.value)
 
 
-def _reload_nginx(sandbox) -> None:
-    """Reload nginx and wait until its old workers are gone: until then one of them may still
-    answer a new connection with the old configuration (seen once: the pre-check met the old
-    server block and the client went on to the CA)."""
-    master = sandbox.pids["nginx"]
-    old_workers = _children(master)
-    subprocess.run([NGINX, "-p", str(sandbox.nginx_prefix), "-c", "conf/nginx.conf", "-s", "reload"], check=True,
-                   capture_output=True)
-    deadline = time.monotonic() + 10
-    while old_workers & _children(master):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nginx's old workers {sorted(old_workers)} did not exit after the reload")
-        time.sleep(0.02)
-
-
-def _children(pid: int) -> set[int]:
-    """The PIDs of ``pid``'s live children (from /proc: nginx is not our child)."""
-    children = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-            if int(fields[1]) == pid and fields[0] != "Z":
-                children.add(int(entry))
-    return children
-
-
 @pytest.fixture
 def foreign_server_block(sandbox, diag):
     """Install an extra nginx server block for www.diag.example.com that comes before the site's vhost,
@@ -117,11 +85,11 @@ def foreign_server_block(sandbox, diag):
     def install(body: str) -> None:
         path.write_text(f"server {{\n    listen 127.0.0.1:{settings.http_port};\n    server_name {DOMAINS[1]};\n"
                         f"    add_header X-Test-Foreign 1 always;\n{body}\n}}\n")
-        _reload_nginx(sandbox)
+        sandbox.hosts[0].reload_nginx()
         _wait_for_foreign(settings, present=True)
     yield install
     path.unlink(missing_ok=True)
-    _reload_nginx(sandbox)
+    sandbox.hosts[0].reload_nginx()
     _wait_for_foreign(settings, present=False)
 
 

@@ -215,13 +215,12 @@ def test_a_verification_checks_every_name_of_the_certificate(make_blog, sandbox)
     before = live(settings)
     new_post(blog, "never live")
     blog.configure(DEPLOY_HSTS_MAX_AGE=600)  # a new vhost: the commit reloads nginx
-    reload = [c for c in sandbox.nginx_command if c not in ("sudo", "-n")] + ["-s", "reload"]
     vhost = Path(settings.vhost_file)
 
     def break_alias() -> None:
         head, tail = vhost.read_text().rsplit("return 301 ", 1)  # the last server: the https aliases
         vhost.write_text(head + "return 302 " + tail)
-        subprocess.run(reload, check=True)
+        sandbox.hosts[0].reload_nginx()
     with pytest.raises(VerificationFailed) as failed:
         pipeline.deploy(blog.settings(), progress=FaultAt("verifying the site", break_alias))
     message = str(failed.value)
@@ -397,7 +396,7 @@ def consistent(settings) -> Live:
 
 
 def settled(settings, timeout: float = 30.0) -> Live:
-    """``consistent``, once nginx has settled: for ~0.1 s after a reload its old workers still
+    """``consistent``, once nginx has settled: for a moment after a reload its old workers still
     answer new connections with the old configuration (nginx's hand-over, which the deploy itself
     waits out before verifying); a commit that was cut short may have just reloaded."""
     deadline = time.monotonic() + timeout
@@ -593,6 +592,7 @@ def test_a_vhost_under_test_does_not_go_live_when_nginx_is_reloaded_meanwhile(ma
         assert proc.wait(timeout=120) == 0, (tmp_path / f"deploy{attempt}.log").read_text()
     assert caught, "nginx-test.sh was never caught with the new vhost in place"
     lock = reload[0]  # deploy.nginx.lock_path: the nginx executable
+    workers = sandbox.hosts[0].nginx_workers()
     other = subprocess.Popen(["flock", lock, *reload], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(0.5)
@@ -601,7 +601,7 @@ def test_a_vhost_under_test_does_not_go_live_when_nginx_is_reloaded_meanwhile(ma
     finally:
         signal_all(caught, signal.SIGCONT)
     assert other.wait(timeout=60) == 0, other.stderr.read()
-    time.sleep(0.3)  # nginx's hand-over to the new workers
+    sandbox.hosts[0].wait_for_reload(workers)
     assert fetch_https(settings, domain).headers["strict-transport-security"] in (before, f"max-age={31536000 + attempt}")
     assert proc.wait(timeout=120) == 0, (tmp_path / f"deploy{attempt}.log").read_text()
     assert fetch_https(settings, domain).headers["strict-transport-security"] == f"max-age={31536000 + attempt}"

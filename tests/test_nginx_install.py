@@ -46,22 +46,6 @@ def root_nginx(sandbox, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def worker_pids(sandbox) -> set[int]:
-    """nginx's workers: a reload replaces them all, so the same set means no reload."""
-    out = subprocess.run(["ps", "--ppid", str(sandbox.pids["nginx"]), "-o", "pid="], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
-
-
-def reload_and_settle(sandbox) -> None:
-    """Reload nginx as root and wait until the old workers are gone (until then one may still answer)."""
-    old = worker_pids(sandbox)
-    assert root_nginx(sandbox, "-s", "reload").returncode == 0
-    deadline = time.monotonic() + 10
-    while old & worker_pids(sandbox):
-        assert time.monotonic() < deadline, f"nginx's old workers {sorted(old)} did not exit after the reload"
-        time.sleep(0.02)
-
-
 def get_http(settings, host: str, path: str = "/") -> tuple[int, str, str | None]:
     conn = http.client.HTTPConnection("127.0.0.1", settings.http_port, timeout=5)
     try:
@@ -117,10 +101,10 @@ def other_site(sandbox):
     conf.write_text(f'server {{\n    listen 127.0.0.1:{sandbox.http_port};\n    server_name {name};\n'
                     f'    location / {{ return 200 "the other site\\n"; }}\n}}\n')
     assert root_nginx(sandbox, "-t").returncode == 0
-    reload_and_settle(sandbox)
+    sandbox.hosts[0].reload_nginx()
     yield name
     conf.unlink()
-    root_nginx(sandbox, "-s", "reload")
+    sandbox.hosts[0].reload_nginx()
 
 
 def other_site_answers(settings, name: str) -> bool:
@@ -278,7 +262,7 @@ def test_site_404_cache_lifetimes_gzip_and_headers(deployed, sandbox):
 def test_nginx_test_leaves_the_live_vhost_byte_identical_and_reloads_nothing(unchanged_site, sandbox):
     settings = unchanged_site
     live_text = Path(settings.vhost_file).read_bytes()
-    before = worker_pids(sandbox)
+    before = sandbox.hosts[0].nginx_workers()
     with the_server(settings) as (server, state):
         new = rendered(settings, state, csp_upgrade_insecure=True)
         assert new.text.encode() != live_text
@@ -286,14 +270,14 @@ def test_nginx_test_leaves_the_live_vhost_byte_identical_and_reloads_nothing(unc
     assert warnings == ()
     assert Path(settings.vhost_file).read_bytes() == live_text
     assert Path(str(settings.vhost_file) + ".next").read_text() == new.text  # kept for the commit, not live
-    assert worker_pids(sandbox) == before
+    assert sandbox.hosts[0].nginx_workers() == before
     assert served(settings, sandbox)[3] is None  # nginx still serves the live vhost (no CSP)
 
 
 def test_a_deploy_with_the_same_vhost_does_not_reload_nginx(deployed, sandbox):
     """Nothing to do, then a new release alone: neither touches nginx (commit.sh reloads only for a new vhost)."""
     blog, settings, *_ = deployed
-    before = worker_pids(sandbox)
+    before = sandbox.hosts[0].nginx_workers()
     again = pipeline.deploy(settings)
     assert (again.release_id, again.certificate_action) == ("", "keep")  # nothing changed: no release either
     extra = blog.path / "output" / "only-a-new-release.html"
@@ -304,17 +288,17 @@ def test_a_deploy_with_the_same_vhost_does_not_reload_nginx(deployed, sandbox):
         assert fetch_https(settings, settings.canonical_domain, path="/only-a-new-release.html").status == 200
     finally:
         extra.unlink()
-    assert worker_pids(sandbox) == before
+    assert sandbox.hosts[0].nginx_workers() == before
 
 
 def test_a_changed_vhost_goes_live_with_one_reload(deployed, sandbox):
     blog, settings, *_ = deployed
-    before = worker_pids(sandbox)
+    before = sandbox.hosts[0].nginx_workers()
     set_values(blog, DEPLOY_CSP_UPGRADE_INSECURE=True)
     try:
         blog.fab("deploy")
         assert served(settings, sandbox)[3] == "upgrade-insecure-requests"  # live as soon as the deploy returned
-        assert worker_pids(sandbox) - before, "a reload starts new workers"
+        assert sandbox.hosts[0].nginx_workers() - before, "a reload starts new workers"
     finally:
         set_values(blog, DEPLOY_CSP_UPGRADE_INSECURE=False)
     blog.fab("deploy")
@@ -328,7 +312,7 @@ def test_a_vhost_edited_by_hand_is_replaced_by_ours_at_the_next_deploy(deployed,
     hand = f"hand.{DOMAINS[0]}"
     vhost.write_bytes(ours + (f"server {{\n    listen 127.0.0.1:{settings.http_port};\n    server_name {hand};\n"
                               f'    return 200 "edited by hand\\n";\n}}\n').encode())
-    reload_and_settle(sandbox)  # the administrator edits the file and reloads nginx
+    sandbox.hosts[0].reload_nginx()  # the administrator edits the file and reloads nginx
     assert get_http(settings, hand)[:2] == (200, "edited by hand\n")
     blog.fab("deploy")
     assert vhost.read_bytes() == ours
@@ -346,17 +330,17 @@ def another_site_conf(sandbox, filename: str, text: str, *, loaded: bool):
     conf.write_text(text)
     try:
         if loaded:
-            reload_and_settle(sandbox)
+            sandbox.hosts[0].reload_nginx()
         yield conf
     finally:
         conf.unlink()
         if loaded:
-            reload_and_settle(sandbox)
+            sandbox.hosts[0].reload_nginx()
 
 
 def test_another_sites_broken_file_is_named_and_nothing_changes(unchanged_site, sandbox):
     settings = unchanged_site
-    before = worker_pids(sandbox)
+    before = sandbox.hosts[0].nginx_workers()
     sandbox.hosts[0].break_nginx()  # an unknown directive in another file of nginx's include folder
     try:
         message = refused_by_nginx_test(settings, lambda state: rendered(settings, state, csp_upgrade_insecure=True))
@@ -365,7 +349,7 @@ def test_another_sites_broken_file_is_named_and_nothing_changes(unchanged_site, 
     assert "nginx -t on" in message and "rejected the configuration; nginx keeps running on the live one" in message
     assert 'unknown directive "this_is_not_an_nginx_directive"' in message
     assert "another site's configuration fails `nginx -t`" in message
-    assert worker_pids(sandbox) == before
+    assert sandbox.hosts[0].nginx_workers() == before
 
 
 def test_conflicting_block_from_another_site_is_refused_and_the_server_keeps_running(unchanged_site, sandbox):
