@@ -4,6 +4,9 @@ file on a host...). The tasks take a Progress anyway, so no stage carries test c
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from deploy import pipeline
 
 
@@ -26,3 +29,20 @@ def killed() -> None:
 def interrupted() -> None:
     """Ctrl-C."""
     raise KeyboardInterrupt
+
+
+def wait_for_commit_scripts(timeout: float = 30) -> None:
+    """After a deploy was killed: the commit scripts it had started on the hosts finish on their own
+    (the sandbox's hosts share this machine's processes); wait until none runs."""
+    def running() -> bool:
+        for proc in Path("/proc").iterdir():
+            try:
+                if b"\0commit\0apply\0" in (proc / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+        return False
+    deadline = time.monotonic() + timeout
+    while running():
+        assert time.monotonic() < deadline, f"commit scripts still running {timeout:g} s after the deploy was killed"
+        time.sleep(0.05)

@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 
 from deploy import pipeline
-from fault_hooks import FaultAt, killed
+from fault_hooks import FaultAt, killed, wait_for_commit_scripts
 from deploy.connection import connect_all
 from deploy.errors import DeployError, VerificationFailed
 from deploy.lock import hold
@@ -173,10 +173,10 @@ def test_a_challenge_path_that_cannot_be_closed_is_named_and_closed_by_the_next_
     # `nginx -s reload` returns before nginx applies it (it failed once in CI with 5 s here, under
     # load): wait longer, and if it never comes, show what nginx logged.
     deadline = time.monotonic() + 30
-    while fetch_http(settings, new_name) != other and time.monotonic() < deadline:
+    while (answer := fetch_http(settings, new_name)) != other and time.monotonic() < deadline:
         time.sleep(0.05)
     nginx_log = host.local_path(sandbox.nginx_prefix / "logs" / "error.log")
-    assert fetch_http(settings, new_name) == other, (result.stderr, nginx_log.read_text()[-4000:])
+    assert answer == other, (result.stderr, nginx_log.read_text()[-4000:])
     assert leftovers(settings) == []
 
 
@@ -374,16 +374,6 @@ def test_a_private_key_readable_by_others_is_refused_by_every_task_alike(make_bl
 
 # --- 7. a deploy killed during the commit ------------------------------------------------
 
-def commit_scripts_running() -> bool:
-    for proc in Path("/proc").iterdir():
-        try:
-            if b"\0commit\0apply\0" in (proc / "cmdline").read_bytes():
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def consistent(settings) -> Live:
     """The live site is one whole: pages of `current`, the certificate of tls/live, in the vhost."""
     now = live(settings)
@@ -435,10 +425,7 @@ def test_a_deploy_killed_during_the_commit_leaves_all_old_or_all_new(make_blog, 
     assert now(), "the commit never started:\n" + log.read_text()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 20
-    while commit_scripts_running() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not commit_scripts_running()
+    wait_for_commit_scripts()
     # All old or all new: never the new pages with the old certificate or vhost, or the reverse.
     after_kill = settled(settings)
     if after_kill.current == before.current:

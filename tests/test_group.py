@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from deploy import pipeline
-from fault_hooks import FaultAt
+from fault_hooks import FaultAt, wait_for_commit_scripts
 from deploy.errors import DeployError
 from deploy.verify import fetch_https
 
@@ -156,7 +156,7 @@ def test_a_deploy_killed_during_the_commit_is_brought_to_one_release_everywhere(
     assert proc.poll() is None, "the deploy ended before it could be killed:\n" + (tmp_path / "killed.log").read_text()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(1)  # the commit scripts already running on the hosts finish on their own
+    wait_for_commit_scripts()
     left = [host.ssh_target for host, journal in zip(sandbox3.hosts, journals) if journal.exists()]
     assert left, "no host kept its journal: the kill came too late to test anything"
 

@@ -314,8 +314,12 @@ def test_a_vhost_edited_by_hand_is_replaced_by_ours_at_the_next_deploy(deployed,
                               f'    return 200 "edited by hand\\n";\n}}\n').encode())
     sandbox.hosts[0].reload_nginx()  # the administrator edits the file and reloads nginx
     assert get_http(settings, hand)[:2] == (200, "edited by hand\n")
+    workers = sandbox.hosts[0].nginx_workers()
     blog.fab("deploy")
     assert vhost.read_bytes() == ours
+    # The deploy cannot see this reload take effect: the edited file kept our probe, so it answered
+    # as ours already.
+    sandbox.hosts[0].wait_for_reload(workers)
     assert get_http(settings, hand)[:2] != (200, "edited by hand\n")  # nginx runs ours again
     assert all(get_http(settings, d)[2] == f"{settings.https_origin}/" for d in DOMAINS)
 
