@@ -1,6 +1,7 @@
 """Fault hooks for a deploy or rollback run in the test's process: ``FaultAt(stage, fault)`` is a
 ``pipeline.Progress`` whose ``fault()`` runs as the task enters ``stage`` (a kill, Ctrl-C, a broken
-file on a host...). The tasks take a Progress anyway, so no stage carries test code."""
+file on a host...). The tasks take a Progress anyway, so no stage carries test code.
+``wait_for_commit_scripts()``: after a deploy was killed, what it had started on the hosts."""
 
 from __future__ import annotations
 
