@@ -270,7 +270,7 @@ def test_nginx_test_leaves_the_live_vhost_byte_identical_and_reloads_nothing(unc
     assert warnings == ()
     assert Path(settings.vhost_file).read_bytes() == live_text
     assert Path(str(settings.vhost_file) + ".next").read_text() == new.text  # kept for the commit, not live
-    assert sandbox.hosts[0].nginx_workers() == before
+    assert not sandbox.hosts[0].nginx_workers() - before, "no reload: a reload starts new workers"
     assert served(settings, sandbox)[3] is None  # nginx still serves the live vhost (no CSP)
 
 
@@ -288,7 +288,7 @@ def test_a_deploy_with_the_same_vhost_does_not_reload_nginx(deployed, sandbox):
         assert fetch_https(settings, settings.canonical_domain, path="/only-a-new-release.html").status == 200
     finally:
         extra.unlink()
-    assert sandbox.hosts[0].nginx_workers() == before
+    assert not sandbox.hosts[0].nginx_workers() - before, "no reload: a reload starts new workers"
 
 
 def test_a_changed_vhost_goes_live_with_one_reload(deployed, sandbox):
@@ -353,7 +353,7 @@ def test_another_sites_broken_file_is_named_and_nothing_changes(unchanged_site, 
     assert "nginx -t on" in message and "rejected the configuration; nginx keeps running on the live one" in message
     assert 'unknown directive "this_is_not_an_nginx_directive"' in message
     assert "another site's configuration fails `nginx -t`" in message
-    assert sandbox.hosts[0].nginx_workers() == before
+    assert not sandbox.hosts[0].nginx_workers() - before, "no reload: a reload starts new workers"
 
 
 def test_conflicting_block_from_another_site_is_refused_and_the_server_keeps_running(unchanged_site, sandbox):
