@@ -125,31 +125,35 @@ def close_challenge_path(servers: Servers, settings: DeploySettings, opened: Ope
 def confirm(server: Server, settings: DeploySettings, vhost: Vhost, timeout: float = CONFIRM_TIMEOUT) -> None:
     """Poll the vhost's probe URL on port 80 of the host until nginx answers it with this config,
     then wait out nginx's hand-over so that every new connection gets it."""
-    address = probe_address(server, settings)
-    deadline = time.monotonic() + timeout
-    while not _probe(address, settings, vhost):
-        if time.monotonic() > deadline:
-            raise NginxError(
-                f"nginx on {server} accepted and reloaded the new vhost, but http://{vhost.probe_host}{vhost.probe_path} "
-                f"at {address}:{settings.http_port} did not answer 204 within {timeout:.0f} s. Check that nginx includes "
-                f"{settings.vhost_file} (`fab server-setup` links it), that no other site claims the same server_name on "
-                "the same port, and nginx's error log (e.g. an address of DEPLOY_LISTEN it cannot listen on).")
-        time.sleep(0.01)
-    time.sleep(NGINX_HANDOVER)
+    if not _await_probe(server, settings, vhost, True, timeout):
+        raise NginxError(
+            f"nginx on {server} accepted and reloaded the new vhost, but http://{vhost.probe_host}{vhost.probe_path} "
+            f"at {probe_address(server, settings)}:{settings.http_port} did not answer 204 within {timeout:.0f} s. "
+            f"Check that nginx includes {settings.vhost_file} (`fab server-setup` links it), that no other site claims "
+            "the same server_name on the same port, and nginx's error log (e.g. an address of DEPLOY_LISTEN it "
+            "cannot listen on).")
 
 
 def confirm_closed(server: Server, settings: DeploySettings, vhost: Vhost, timeout: float = CONFIRM_TIMEOUT) -> None:
     """After the challenge vhost was replaced: poll until nginx no longer answers its probe (the
     reload takes effect a moment later), then wait out the hand-over, so that no visitor of the new
     names gets the challenge server once the deploy has said it is gone."""
+    if not _await_probe(server, settings, vhost, False, timeout):
+        raise NginxError(f"nginx on {server} reloaded without the challenge vhost, but still answered its probe "
+                         f"http://{vhost.probe_host}{vhost.probe_path} after {timeout:.0f} s: check nginx's error log")
+
+
+def _await_probe(server: Server, settings: DeploySettings, vhost: Vhost, answered: bool, timeout: float) -> bool:
+    """Poll ``vhost``'s probe on the host until whether it answers is ``answered``, then wait out
+    nginx's hand-over; False if that did not happen within ``timeout`` seconds."""
     address = probe_address(server, settings)
     deadline = time.monotonic() + timeout
-    while _probe(address, settings, vhost):
+    while _probe(address, settings, vhost) != answered:
         if time.monotonic() > deadline:
-            raise NginxError(f"nginx on {server} reloaded without the challenge vhost, but still answered its probe "
-                             f"http://{vhost.probe_host}{vhost.probe_path} after {timeout:.0f} s: check nginx's error log")
+            return False
         time.sleep(0.01)
     time.sleep(NGINX_HANDOVER)
+    return True
 
 
 def probe_address(server: Server, settings: DeploySettings) -> str:

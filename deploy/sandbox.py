@@ -214,8 +214,12 @@ class SandboxHost:
         pid_file.unlink(missing_ok=True)
         self.run([NGINX, "-p", str(sb.nginx_prefix), "-c", "conf/nginx.conf"])  # nginx daemonizes
         _wait_for(lambda: pid_file.read_text().strip() or None, f"nginx of host {self.index}",
-                  self.local_path(sb.nginx_prefix / "logs" / "error.log"))
+                  self.nginx_error_log)
         self.pids["nginx"] = int(pid_file.read_text())
+
+    @property
+    def nginx_error_log(self) -> Path:
+        return self.local_path(self.sandbox.nginx_prefix / "logs" / "error.log")
 
     def nginx_workers(self) -> set[int]:
         """The worker processes of this host's nginx master (a reload replaces them; the old
@@ -239,9 +243,8 @@ class SandboxHost:
         deadline = time.monotonic() + timeout
         while old_workers & self.nginx_workers():
             if time.monotonic() > deadline:
-                log = self.local_path(self.sandbox.nginx_prefix / "logs" / "error.log")
                 raise SandboxError(f"host {self.index}: nginx's old workers {sorted(old_workers)} still run "
-                                   f"{timeout:g} s after a reload; its log says:\n{log.read_text()[-3000:]}")
+                                   f"{timeout:g} s after a reload; its log says:\n{self.nginx_error_log.read_text()[-3000:]}")
             time.sleep(0.02)
 
     def break_nginx(self) -> None:

@@ -122,7 +122,7 @@ def _alias_problem(settings: DeploySettings, expected_serial: int | None, addres
     for alias in settings.domains:
         if alias == settings.canonical_domain:
             continue
-        origin = f"https://{alias}" + ("" if settings.https_port == 443 else f":{settings.https_port}")
+        origin = f"https://{_host_header(alias, settings.https_port, 443)}"
         try:
             answer = fetch_https(settings, alias, address)
         except (OSError, ssl.SSLError, http.client.HTTPException) as exc:

@@ -30,6 +30,7 @@ from fault_hooks import FaultAt, killed, wait_for_commit_scripts
 from deploy.connection import connect_all
 from deploy.errors import DeployError, VerificationFailed
 from deploy.lock import hold
+from deploy.sandbox import CA_REFUSED_DOMAIN
 from deploy.verify import fetch_http, fetch_https
 
 PAGES = ("/", "/hello-https.html", "/archives.html", "/theme/css/main.css")
@@ -137,6 +138,26 @@ def test_a_new_name_whose_dns_points_elsewhere_fails_before_anything_goes_live(m
     assert "nothing went live" in message.lower(), message  # the state of the live site
 
 
+def test_a_name_the_ca_refuses_changes_nothing_visitors_get(make_blog, sandbox):
+    """The new name resolves to the sandbox, so the challenge pre-check passes and the CA is asked;
+    the real Pebble refuses the order (its domain blocklist, as a real CA refuses a name its policy
+    forbids). The challenge server opened for the new name is gone again."""
+    blog, settings = deployed(make_blog, "ca-refuses")
+    before, before_releases = live(settings), releases(settings)
+    other = fetch_http(settings, CA_REFUSED_DOMAIN)  # whatever nginx answers for that name today
+    new_post(blog)
+    blog.configure(DEPLOY_DOMAINS=[CA_REFUSED_DOMAIN, *settings.domains])  # first: the canonical name
+    result = blog.fab("deploy", check=False)
+    message = error_message(result)
+    assert "order https://" not in result.stderr  # refused at the new order: no order was made
+    assert CA_REFUSED_DOMAIN in message, message  # what the CA refused
+    assert "nothing went live" in message.lower(), message
+    assert live(settings) == before
+    assert releases(settings) == before_releases
+    assert fetch_http(settings, CA_REFUSED_DOMAIN) == other  # the challenge server is gone
+    assert leftovers(settings) == []
+
+
 def test_a_challenge_path_that_cannot_be_closed_is_named_and_closed_by_the_next_deploy(make_blog, sandbox, monkeypatch):
     """The order fails (the new name's DNS points elsewhere) and, in that moment, another site
     breaks `nginx -t` (the hook): the challenge path cannot be closed. The error says so, naming
@@ -175,8 +196,7 @@ def test_a_challenge_path_that_cannot_be_closed_is_named_and_closed_by_the_next_
     deadline = time.monotonic() + 30
     while (answer := fetch_http(settings, new_name)) != other and time.monotonic() < deadline:
         time.sleep(0.05)
-    nginx_log = host.local_path(sandbox.nginx_prefix / "logs" / "error.log")
-    assert answer == other, (result.stderr, nginx_log.read_text()[-4000:])
+    assert answer == other, (result.stderr, host.nginx_error_log.read_text()[-4000:])
     assert leftovers(settings) == []
 
 
